@@ -1,0 +1,3 @@
+"""ibmrec_tf: IBMRec (information-bottleneck denoised multimedia recommendation) in TensorFlow 2 / Keras."""
+
+__version__ = "0.1.0"

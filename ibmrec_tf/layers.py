@@ -1,0 +1,221 @@
+"""Keras layers and the graph operands they propagate over.
+
+Two graph operands share one interface, ``graph.matmul(x, rows=None) -> (graph @ x)[rows]``:
+
+* :class:`CSRGraph`: a fixed sparse matrix (the normalized user-item graph). It multiplies with
+  the CSR kernel ``tf.raw_ops.SparseMatrixMatMul``, about 6x faster on CPU than
+  ``tf.sparse.sparse_dense_matmul``, under a custom gradient that applies the transpose (the
+  matrix itself when symmetric), so gradients are exact.
+* :class:`NeighborGraph`: a graph with a fixed number of neighbours per row (the kNN item-item
+  graph) whose edge values are tensors and may carry gradients (learned modality weights, edge
+  masks). It computes only the rows asked for, one ``[rows, dim]`` gather per neighbour column,
+  never an ``[edges, dim]`` intermediate.
+
+:class:`GraphPropagation` is the one propagation layer every graph model uses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+import keras
+# The CSR wrapper attaches shape and dtype metadata to the CSR variant tensor, which lets a
+# CSR matrix built once, eagerly, be captured by every tf.function instead of being rebuilt from
+# COO indices on every call (~3 ms per training step on TikTok).
+from tensorflow.python.ops.linalg.sparse import sparse_csr_matrix_ops as _csr_ops
+
+
+class CSRGraph:
+    """A fixed sparse ``[rows, cols]`` matrix multiplied with the CSR kernel."""
+
+    def __init__(self, matrix: sp.spmatrix, *, symmetric: bool | None = None):
+        matrix = sp.csr_matrix(matrix, dtype=np.float32)
+        matrix.sum_duplicates()
+        matrix.sort_indices()
+        self.shape = matrix.shape
+        if symmetric is None:
+            symmetric = matrix.shape[0] == matrix.shape[1] and abs(matrix - matrix.T).max() < 1e-6 \
+                if matrix.nnz else True
+        self.symmetric = bool(symmetric)
+        self.nnz = int(matrix.nnz)
+        with tf.init_scope():  # eager even when first used inside a tf.function
+            self._forward = self._to_csr(matrix)
+            self._backward = self._forward if self.symmetric else self._to_csr(matrix.T.tocsr())
+
+    @staticmethod
+    def _to_csr(matrix: sp.csr_matrix):
+        coo = matrix.tocoo()
+        order = np.lexsort((coo.col, coo.row))
+        sparse = tf.sparse.SparseTensor(
+            np.stack([coo.row[order], coo.col[order]], 1).astype(np.int64),
+            coo.data[order].astype(np.float32), np.asarray(matrix.shape, np.int64))
+        return _csr_ops.CSRSparseMatrix(sparse)._matrix
+
+    def matmul(self, x, rows=None):
+        """``(A @ x)[rows]`` with the exact gradient ``A^T @ upstream`` (``A`` itself if symmetric)."""
+        forward, backward = self._forward, self._backward
+
+        @tf.custom_gradient
+        def spmm(dense):
+            def grad(upstream):
+                return tf.raw_ops.SparseMatrixMatMul(a=backward, b=upstream)
+            return tf.raw_ops.SparseMatrixMatMul(a=forward, b=dense), grad
+
+        out = spmm(x)
+        return out if rows is None else tf.gather(out, rows)
+
+
+class NeighborGraph:
+    """A ``[n, n]`` matrix with ``width`` stored entries per row, values possibly learned.
+
+    Row ``i`` holds ``values[i, c]`` at column ``neighbors[i, c]``; repeated columns add up.
+    """
+
+    def __init__(self, neighbors, values):
+        self.neighbors = tf.convert_to_tensor(neighbors, tf.int32)
+        self.values = tf.convert_to_tensor(values, tf.float32)
+
+    @property
+    def width(self) -> int:
+        return int(self.neighbors.shape[1])
+
+    def matmul(self, x, rows=None):
+        neighbors, values = self.neighbors, self.values
+        if rows is not None:
+            neighbors, values = tf.gather(neighbors, rows), tf.gather(values, rows)
+        out = None
+        for c in range(self.width):
+            term = values[:, c:c + 1] * tf.gather(x, neighbors[:, c])
+            out = term if out is None else out + term
+        return out
+
+    def to_dense(self) -> np.ndarray:
+        """The dense matrix (for tests on small graphs)."""
+        n = int(self.neighbors.shape[0])
+        dense = np.zeros((n, n), np.float32)
+        nbr, val = self.neighbors.numpy(), self.values.numpy()
+        for i in range(n):
+            np.add.at(dense[i], nbr[i], val[i])
+        return dense
+
+
+def symmetric_normalize(values, neighbors):
+    """``D^-1/2 S D^-1/2`` for a :class:`NeighborGraph`'s values, with ``D`` the row sums (Eq. 11).
+
+    Rows that sum to zero stay zero.
+    """
+    degree = tf.reduce_sum(values, axis=1)
+    inv_sqrt = tf.where(degree > 0, tf.math.rsqrt(tf.maximum(degree, 1e-12)), 0.0)
+    return values * inv_sqrt[:, None] * tf.gather(inv_sqrt, neighbors)
+
+
+@keras.saving.register_keras_serializable(package="ibmrec_tf")
+class GraphPropagation(keras.layers.Layer):
+    """LightGCN-style propagation without weights or nonlinearity (Eq. 6-7 and Eq. 11).
+
+    ``E^{l+1} = G E^l`` for ``l = 0 .. num_layers - 1``; the output is the mean
+    ``1/(L+1) sum_{l=0}^{L} E^l`` (``combine='mean'``, Eq. 7) or the last layer ``E^L``
+    (``combine='last'``, Eq. 11).
+
+    Args:
+      num_layers: number of propagation steps ``L`` (0 returns the input, or its rows).
+      combine: ``'mean'`` or ``'last'``.
+
+    Call arguments:
+      embeddings: ``[n, dim]`` input embeddings ``E^0``.
+      graph: a :class:`CSRGraph` or :class:`NeighborGraph` (``n x n``).
+      rows: optional int tensor; only these output rows are returned. With ``combine='last'``
+        the last step computes only these rows.
+
+    Example:
+      >>> graph = CSRGraph(scipy.sparse.csr_matrix([[0., 1.], [1., 0.]]))
+      >>> GraphPropagation(num_layers=1)(tf.eye(2), graph=graph)  # (I + G) / 2
+    """
+
+    def __init__(self, *, num_layers: int, combine: str = "mean", **kwargs):
+        super().__init__(**kwargs)
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        if combine not in ("mean", "last"):
+            raise ValueError(f"combine must be 'mean' or 'last', got {combine!r}")
+        self.num_layers = num_layers
+        self.combine = combine
+
+    def call(self, embeddings, graph=None, rows=None):
+        if self.num_layers == 0:
+            return embeddings if rows is None else tf.gather(embeddings, rows)
+        step = graph.matmul
+        if self.combine == "last":
+            h = embeddings
+            for _ in range(self.num_layers - 1):
+                h = step(h)
+            return step(h, rows)
+        h, total = embeddings, embeddings
+        for _ in range(self.num_layers):
+            h = step(h)
+            total = total + h
+        out = total / float(self.num_layers + 1)
+        return out if rows is None else tf.gather(out, rows)
+
+    def get_config(self):
+        return {**super().get_config(), "num_layers": self.num_layers, "combine": self.combine}
+
+
+@keras.saving.register_keras_serializable(package="ibmrec_tf")
+class ModalityProjection(keras.layers.Layer):
+    """One MLP per modality from raw features ``M^k`` to ``Z^k`` (Eq. 21).
+
+    With ``hidden_layers=0`` (the default) each MLP is one affine map ``Z^k = M^k W_k + b_k``,
+    as in VBPR and LATTICE; ``hidden_layers=h`` puts ``h`` hidden layers of ``output_dim``
+    units with ``activation`` before the output layer.
+
+    Args:
+      input_dims: raw dimension of each modality, in order.
+      output_dim: dimension of each ``Z^k``.
+      hidden_layers: hidden layers per MLP.
+      activation: activation of the hidden layers.
+
+    Call: a list of ``[n, input_dims[k]]`` tensors -> a list of ``[n, output_dim]`` tensors.
+    """
+
+    def __init__(self, *, input_dims, output_dim: int = 64, hidden_layers: int = 0,
+                 activation: str = "leaky_relu", **kwargs):
+        super().__init__(**kwargs)
+        self.input_dims = [int(d) for d in input_dims]
+        self.output_dim = int(output_dim)
+        self.hidden_layers = int(hidden_layers)
+        self.activation = activation
+        if self.hidden_layers < 0:
+            raise ValueError(f"hidden_layers must be >= 0, got {hidden_layers}")
+        self.mlps = []
+        for k, dim in enumerate(self.input_dims):
+            stack = [keras.layers.Dense(self.output_dim, activation=activation, name=f"m{k}_hidden{h}")
+                     for h in range(self.hidden_layers)]
+            stack.append(keras.layers.Dense(self.output_dim, name=f"m{k}_out"))
+            self.mlps.append(stack)
+
+    def build(self, input_shape=None):
+        for dim, stack in zip(self.input_dims, self.mlps):
+            shape = (None, dim)
+            for layer in stack:
+                layer.build(shape)
+                shape = (None, self.output_dim)
+        self.built = True
+
+    def project(self, k: int, features):
+        out = features
+        for layer in self.mlps[k]:
+            out = layer(out)
+        return out
+
+    def call(self, features):
+        return [self.project(k, m) for k, m in enumerate(features)]
+
+    @property
+    def is_affine(self) -> bool:
+        return self.hidden_layers == 0
+
+    def get_config(self):
+        return {**super().get_config(), "input_dims": self.input_dims, "output_dim": self.output_dim,
+                "hidden_layers": self.hidden_layers, "activation": self.activation}

@@ -1,0 +1,62 @@
+r"""Full-ranking evaluation of a trained model on the valid or test split.
+
+    python -m runners.evaluate --model_dir=runs/demo --split=test
+    python -m runners.evaluate --saved_model=runs/demo/export --dataset=synthetic --split=valid
+
+With --model_dir, the data flags recorded in <model_dir>/flags.cfg are used unless given on
+the command line, and the SavedModel in <model_dir>/export is evaluated. A warning is printed
+when the data files differ from those the model was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import flags
+
+from runners import common
+
+flags.DEFINE_string("saved_model", None, "An exported SavedModel folder (default: <model_dir>/export).")
+flags.DEFINE_enum("split", "test", ["valid", "test"], "Split to evaluate.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    if FLAGS.model_dir is None and FLAGS.saved_model is None:
+        raise common.UsageError("give --model_dir or --saved_model")
+    if FLAGS.model_dir is not None:
+        common.adopt_saved_flags(FLAGS.model_dir)
+    common.check_flags()
+    saved_model = FLAGS.saved_model or os.path.join(FLAGS.model_dir, "export")
+    if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
+        raise common.UsageError(f"{saved_model}: no saved_model.pb (was the training finished?)")
+    data = common.load_data()
+
+    from ibmrec_tf import data as data_lib, export
+    from ibmrec_tf.evaluation import Evaluator
+
+    if FLAGS.model_dir is not None:
+        info_path = os.path.join(FLAGS.model_dir, "run_info.json")
+        if os.path.isfile(info_path) and os.path.isdir(data.source):
+            with open(info_path) as f:
+                trained_on = json.load(f).get("data_sha256", {})
+            now = data_lib.file_checksums(data.source)
+            changed = sorted(k for k in set(trained_on) | set(now) if trained_on.get(k) != now.get(k))
+            if changed:
+                print(f"WARNING: data in {data.source} differs from what the model was trained on: "
+                      f"{', '.join(changed)}", file=sys.stderr)
+    users, items = export.load_embeddings(saved_model)
+    if users.shape[0] != data.num_users or items.shape[0] != data.num_items:
+        raise common.UsageError(
+            f"{saved_model} scores {users.shape[0]} users x {items.shape[0]} items, but "
+            f"{data.name} has {data.num_users} x {data.num_items}")
+    result = Evaluator(data, FLAGS.split, ks=common.parse_ks(),
+                       batch_size=FLAGS.eval_batch_size).evaluate(users, items)
+    print(json.dumps({"split": FLAGS.split, "saved_model": saved_model, **result}, indent=2))
+
+
+if __name__ == "__main__":
+    common.run(main)

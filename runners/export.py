@@ -1,0 +1,46 @@
+r"""Re-exports a trained model's best checkpoint as a serving SavedModel.
+
+    python -m runners.export --model_dir=runs/demo --export_dir=/tmp/demo_k100 --export_top_k=100
+
+The model and data flags come from <model_dir>/flags.cfg unless given on the command line.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from runners import common
+
+flags.DEFINE_string("export_dir", None, "Where to write the SavedModel (default: <model_dir>/export).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    if FLAGS.model_dir is None:
+        raise common.UsageError("give --model_dir (a directory written by runners.train)")
+    common.adopt_saved_flags(FLAGS.model_dir)
+    common.check_flags()
+    best = os.path.join(FLAGS.model_dir, "checkpoints", "best.npz")
+    if not os.path.isfile(best):
+        raise common.UsageError(f"{best}: not found (no epoch finished yet?)")
+    data = common.load_data()
+
+    from ibmrec_tf import export
+    from ibmrec_tf.models import build_model
+    from ibmrec_tf.training import load_weights
+
+    model = build_model(FLAGS.model, data, common.model_config())
+    load_weights(model, best)
+    users, items = model.final_embeddings()
+    path = export.export_saved_model(
+        FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export"), users.numpy(), items.numpy(),
+        data.interaction_matrix("train"), top_k=min(FLAGS.export_top_k, data.num_items),
+        metadata={"model": FLAGS.model, "dataset": data.name})
+    print(f"SavedModel written to {path}")
+
+
+if __name__ == "__main__":
+    common.run(main)

@@ -1,0 +1,124 @@
+r"""Trains a model, selects its epoch on validation, reports valid and test, exports a SavedModel.
+
+    python -m runners.train --flagfile=flags/demo.cfg
+    python -m runners.train --flagfile=flags/tiktok.cfg --data_dir=../shared/data --seed=1
+
+Writes into --model_dir: flags.cfg (the resolved flags), checkpoints/, logs/ (TensorBoard),
+metrics.json and export/ (the SavedModel). An existing --model_dir is refused unless
+--overwrite (start afresh) or --resume (continue from its last completed epoch).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import sys
+
+from absl import flags
+
+from runners import common
+
+FLAGS = flags.FLAGS
+
+
+def prepare_model_dir(model_dir: str, *, overwrite: bool, resume: bool) -> None:
+    if overwrite and resume:
+        raise common.UsageError("--overwrite and --resume contradict each other; pick one")
+    if os.path.exists(model_dir):
+        if not os.path.isdir(model_dir):
+            raise common.UsageError(f"--model_dir {model_dir} exists and is not a directory")
+        if overwrite:
+            shutil.rmtree(model_dir)
+        elif not resume and os.listdir(model_dir):
+            raise FileExistsError(f"--model_dir {model_dir} already exists; pass --overwrite to "
+                                  f"replace it or --resume to continue its training")
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        probe = os.path.join(model_dir, ".write_test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise common.UsageError(f"--model_dir {model_dir} is not writable: {e.strerror}") from None
+
+
+def format_table(result, ks) -> str:
+    header = f"{'split':<6}" + "".join(f"{m + '@' + str(k):>14}" for k in ks
+                                       for m in ("recall", "precision", "ndcg"))
+    rows = [header]
+    for split, metrics in (("valid", result.valid), ("test", result.test)):
+        rows.append(f"{split:<6}" + "".join(f"{metrics[m + '@' + str(k)]:>14.4f}" for k in ks
+                                            for m in ("recall", "precision", "ndcg")))
+    return "\n".join(rows)
+
+
+def main(argv):
+    del argv
+    common.check_flags()
+    if FLAGS.resume and FLAGS.model_dir is None:
+        raise common.UsageError("--resume needs --model_dir")
+    model_dir = FLAGS.model_dir or os.path.join(
+        "runs", f"{FLAGS.dataset}-{FLAGS.model}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    resume = FLAGS.resume and os.path.exists(os.path.join(model_dir, "flags.cfg"))
+    data = common.load_data()
+    prepare_model_dir(model_dir, overwrite=FLAGS.overwrite, resume=FLAGS.resume)
+
+    import keras
+    from ibmrec_tf import __version__, data as data_lib, export
+    from ibmrec_tf.models import build_model
+    from ibmrec_tf.training import Trainer, write_json
+
+    flag_text = common.flags_text()
+    if resume:
+        with open(os.path.join(model_dir, "flags.cfg")) as f:
+            saved = f.read()
+        if _without(saved, "model_dir") != _without(flag_text, "model_dir"):
+            raise common.UsageError(f"--resume: the flags differ from {model_dir}/flags.cfg; "
+                                    f"resume with --flagfile={model_dir}/flags.cfg --resume")
+    else:
+        with open(os.path.join(model_dir, "flags.cfg"), "w") as f:
+            f.write(flag_text)
+        checksums = (data_lib.file_checksums(data.source) if os.path.isdir(data.source) else {})
+        write_json(os.path.join(model_dir, "run_info.json"), {
+            "ibmrec_tf_version": __version__, "command": " ".join(sys.argv),
+            "dataset": data.summary(), "data_source": data.source, "data_sha256": checksums,
+            "notes": list(data.notes)})
+
+    print(data.summary())
+    keras.utils.set_random_seed(FLAGS.seed)
+    model = build_model(FLAGS.model, data, common.model_config())
+    trainer = Trainer(model, data, common.train_config(), model_dir)
+    result = trainer.fit(resume=resume)
+
+    users, items = model.final_embeddings()
+    export_dir = export.export_saved_model(
+        os.path.join(model_dir, "export"), users.numpy(), items.numpy(),
+        data.interaction_matrix("train"), top_k=min(FLAGS.export_top_k, data.num_items),
+        metadata={"model": FLAGS.model, "dataset": data.name, "best_epoch": result.best_epoch})
+    write_json(os.path.join(model_dir, "metrics.json"), {
+        "model": FLAGS.model, "dataset": data.name, "seed": FLAGS.seed,
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early, "seconds_per_epoch": result.seconds_per_epoch,
+        "eval_seconds": result.eval_seconds, "valid": result.valid, "test": result.test,
+        "notes": list(data.notes)})
+
+    ks = common.parse_ks()
+    print()
+    print(f"{FLAGS.model} on {data.name}: best epoch {result.best_epoch} of {result.epochs_run} "
+          f"(selected on valid {trainer.config.select_metric}), "
+          f"{result.seconds_per_epoch:.2f} s/epoch, {result.eval_seconds:.2f} s per evaluation")
+    print(format_table(result, ks))
+    for note in data.notes:
+        print(f"NOTE: {note}")
+    print(f"model dir:   {model_dir}  (flags.cfg, metrics.json, checkpoints/)")
+    print(f"SavedModel:  {export_dir}")
+    print(f"TensorBoard: tensorboard --logdir {os.path.join(model_dir, 'logs')}")
+
+
+def _without(flag_text: str, name: str) -> str:
+    return "\n".join(line for line in flag_text.splitlines() if not line.startswith(f"--{name}="))
+
+
+if __name__ == "__main__":
+    common.run(main)

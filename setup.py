@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="ibmrec_tf",
+    version="0.1.0",
+    description="IBMRec (information-bottleneck denoised multimedia recommendation) in TensorFlow 2 / Keras",
+    packages=find_packages(include=["ibmrec_tf", "ibmrec_tf.*", "runners"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # Measured to work together on Python 3.11.
+        "tensorflow==2.21.0",
+        "keras==3.15.1",
+        "tensorflow-probability==0.25.0",
+        "tf-keras==2.21.0",  # imported by tensorflow-probability; the models use Keras 3
+        "tensorboard==2.21.0",  # no longer pulled in by TensorFlow 2.21
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "absl-py>=2.1",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100"],
+        "plots": ["matplotlib>=3.8"],
+    },
+)

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import tensorflow as tf
+import keras
+
+from ibmrec_tf.layers import (CSRGraph, GraphPropagation, ModalityProjection, NeighborGraph,
+                              symmetric_normalize)
+
+
+def _random_sparse(n, m, density, seed):
+    return sp.random(n, m, density=density, random_state=seed, dtype=np.float32).tocsr()
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_csr_matmul_and_gradient_match_dense(symmetric):
+    a = _random_sparse(30, 30, 0.2, 0)
+    if symmetric:
+        a = a + a.T
+    graph = CSRGraph(a)
+    assert graph.symmetric == symmetric
+    x = tf.Variable(np.random.default_rng(1).normal(size=(30, 4)).astype(np.float32))
+    dense = tf.constant(a.toarray())
+    weights = tf.constant(np.random.default_rng(2).normal(size=(30, 4)).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        ours = tf.reduce_sum(graph.matmul(graph.matmul(x)) * weights)
+        ref = tf.reduce_sum((dense @ (dense @ x)) * weights)
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(tape.gradient(ours, x).numpy(), tape.gradient(ref, x).numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_csr_graph_inside_tf_function():
+    graph = CSRGraph(sp.csr_matrix(np.array([[0, 2.0], [1.0, 0]], np.float32)))
+    fn = tf.function(lambda x: graph.matmul(x, rows=tf.constant([1])))
+    np.testing.assert_allclose(fn(tf.constant([[1.0], [3.0]])).numpy(), [[1.0]])
+
+
+def test_neighbor_graph_rows_values_and_gradients_match_dense():
+    rng = np.random.default_rng(0)
+    nbr = rng.integers(0, 12, size=(12, 3))
+    nbr[:, 0] = 5  # repeated columns across rows; also repeated within row 5 below
+    nbr[5, 1] = 5
+    vals = tf.Variable(rng.random((12, 3)).astype(np.float32))
+    x = tf.Variable(rng.normal(size=(12, 4)).astype(np.float32))
+    rows = tf.constant([5, 0, 5, 11])
+    with tf.GradientTape(persistent=True) as tape:
+        graph = NeighborGraph(nbr, vals)
+        dense = tf.tensor_scatter_nd_add(
+            tf.zeros((12, 12)), np.stack([np.repeat(np.arange(12), 3), nbr.ravel()], 1),
+            tf.reshape(vals, [-1]))
+        ours = tf.reduce_sum(tf.square(graph.matmul(x, rows=rows)))
+        ref = tf.reduce_sum(tf.square(tf.gather(dense @ x, rows)))
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5)
+    for var in (vals, x):
+        np.testing.assert_allclose(tf.convert_to_tensor(tape.gradient(ours, var)).numpy(),
+                                   tf.convert_to_tensor(tape.gradient(ref, var)).numpy(),
+                                   rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(graph.to_dense(), dense.numpy(), rtol=1e-6)
+
+
+def test_symmetric_normalize_matches_numpy():
+    nbr = np.array([[0, 1], [1, 2], [2, 0]])
+    vals = np.array([[1.0, 2.0], [3.0, 1.0], [0.0, 0.0]], np.float32)
+    out = symmetric_normalize(tf.constant(vals), tf.constant(nbr)).numpy()
+    deg = vals.sum(1)  # [3, 4, 0]
+    expected = np.array([[1 / 3, 2 / np.sqrt(12)], [3 / 4, 0.0], [0.0, 0.0]])
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert deg[2] == 0 and np.isfinite(out).all()
+
+
+def test_graph_propagation_two_node_graph():
+    # G = [[0, 1], [1, 0]]; E0 = I. Layer 1: G, layer 2: I.
+    graph = CSRGraph(sp.csr_matrix(np.array([[0, 1.0], [1.0, 0]], np.float32)))
+    eye = tf.eye(2)
+    mean2 = GraphPropagation(num_layers=2)(eye, graph=graph).numpy()
+    np.testing.assert_allclose(mean2, np.array([[2, 1], [1, 2]]) / 3.0, rtol=1e-6)
+    last1 = GraphPropagation(num_layers=1, combine="last")(eye, graph=graph, rows=tf.constant([1]))
+    np.testing.assert_allclose(last1.numpy(), [[1.0, 0.0]])
+    zero = GraphPropagation(num_layers=0)(eye, graph=graph, rows=tf.constant([0]))
+    np.testing.assert_allclose(zero.numpy(), [[1.0, 0.0]])
+
+
+def test_graph_propagation_last_rows_equals_full_then_gather():
+    rng = np.random.default_rng(3)
+    nbr = rng.integers(0, 9, size=(9, 4))
+    vals = rng.random((9, 4)).astype(np.float32)
+    graph = NeighborGraph(nbr, vals)
+    x = tf.constant(rng.normal(size=(9, 5)).astype(np.float32))
+    layer = GraphPropagation(num_layers=2, combine="last")
+    rows = tf.constant([8, 2])
+    np.testing.assert_allclose(layer(x, graph=graph, rows=rows).numpy(),
+                               tf.gather(layer(x, graph=graph), rows).numpy(), rtol=1e-5)
+
+
+def test_layers_validate_and_round_trip_config():
+    with pytest.raises(ValueError, match="combine"):
+        GraphPropagation(num_layers=1, combine="sum")
+    layer = GraphPropagation(num_layers=3, combine="last", name="p")
+    clone = GraphPropagation.from_config(layer.get_config())
+    assert (clone.num_layers, clone.combine, clone.name) == (3, "last", "p")
+    proj = ModalityProjection(input_dims=[6, 4], output_dim=8, hidden_layers=1, activation="tanh")
+    clone = ModalityProjection.from_config(proj.get_config())
+    assert clone.get_config() == proj.get_config()
+    outs = clone([tf.ones((3, 6)), tf.ones((3, 4))])
+    assert [o.shape for o in outs] == [(3, 8), (3, 8)]
+    assert len(clone.trainable_variables) == 8 and not clone.is_affine
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(proj))
+    assert isinstance(restored, ModalityProjection)

@@ -1,0 +1,104 @@
+"""End-to-end: the runners as a user calls them, in subprocesses, on the built-in data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, TINY_ROWS, write_inter
+
+
+def run(module, *args, check=True):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-m", f"runners.{module}", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"runners.{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("runs") / "demo"
+    proc = run("train", "--flagfile=flags/demo.cfg", f"--model_dir={model_dir}", "--epochs=2",
+               "--verbose=1")
+    return model_dir, proc
+
+
+def test_train_writes_every_artefact(trained):
+    model_dir, proc = trained
+    for rel in ("flags.cfg", "run_info.json", "metrics.json", "checkpoints/best.npz",
+                "checkpoints/latest.npz", "export/saved_model.pb"):
+        assert (model_dir / rel).exists(), rel
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(model_dir / "logs" / "train"))
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and metrics["best_epoch"] in (1, 2)
+    assert 0 < metrics["test"]["recall@20"] <= 1 and "ndcg@50" in metrics["valid"]
+    assert f"tensorboard --logdir {model_dir / 'logs'}" in proc.stdout
+    assert "epoch    2" in proc.stdout and "recall@20" in proc.stdout
+    assert "--model=lightgcn" in (model_dir / "flags.cfg").read_text()
+
+
+def test_existing_model_dir_refused_then_resumed(trained, tmp_path):
+    model_dir, _ = trained
+    proc = run("train", "--flagfile=flags/demo.cfg", f"--model_dir={model_dir}", "--epochs=2",
+               "--nooverwrite", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --model_dir")
+    assert "Traceback" not in proc.stderr
+    proc = run("train", f"--flagfile={model_dir}/flags.cfg", "--resume", "--epochs=3", check=False)
+    assert proc.returncode == 2 and "flags differ" in proc.stderr
+    resumed = tmp_path / "resumed"
+    import shutil
+    shutil.copytree(model_dir, resumed)
+    text = (resumed / "flags.cfg").read_text().replace("--epochs=2", "--epochs=3")
+    (resumed / "flags.cfg").write_text(text)
+    proc = run("train", f"--flagfile={resumed}/flags.cfg", f"--model_dir={resumed}", "--resume")
+    assert "resumed from" in proc.stdout and "after epoch 2" in proc.stdout
+    assert json.loads((resumed / "metrics.json").read_text())["epochs_run"] == 3
+
+
+def test_evaluate_and_export_runners(trained, tmp_path):
+    model_dir, _ = trained
+    proc = run("evaluate", f"--model_dir={model_dir}", "--split=test")
+    result = json.loads(proc.stdout[proc.stdout.index("{"):])
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert result["recall@20"] == pytest.approx(metrics["test"]["recall@20"], abs=1e-9)
+    out = tmp_path / "k7"
+    run("export", f"--model_dir={model_dir}", f"--export_dir={out}", "--export_top_k=7")
+    import tensorflow as tf
+    rec = tf.saved_model.load(str(out)).signatures["serving_default"](
+        user_ids=tf.constant([0, 1], tf.int64))
+    assert rec["item_ids"].shape == (2, 7)
+    original = tf.saved_model.load(str(model_dir / "export")).signatures["score_all"]
+    again = tf.saved_model.load(str(out)).signatures["score_all"]
+    ids = tf.constant([0, 3], tf.int64)
+    np.testing.assert_allclose(original(user_ids=ids)["scores"].numpy(),
+                               again(user_ids=ids)["scores"].numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--learning_rate=-1"], "--learning_rate must be > 0"),
+    (["--batch_size=0"], "--batch_size must be >= 1"),
+    (["--ks=10,50"], "--ks must include 20"),
+    (["--dataset=nope", "--data_dir=/nonexistent"], "dataset folder not found"),
+])
+def test_bad_flags_exit_2_with_one_line(tmp_path, args, message):
+    proc = run("train", "--flagfile=flags/demo.cfg", f"--model_dir={tmp_path / 'm'}", *args,
+               check=False)
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert lines[-1].startswith("error: ") and message in lines[-1]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_bad_data_file_exit_2(tmp_path):
+    write_inter(tmp_path / "bad", "bad", TINY_ROWS + [(1, "oops", 0)])
+    proc = run("train", f"--data_dir={tmp_path}", "--dataset=bad", f"--model_dir={tmp_path / 'm'}",
+               check=False)
+    assert proc.returncode == 2
+    assert "bad.inter:15: 'oops' is not a non-negative integer" in proc.stderr
