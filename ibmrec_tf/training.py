@@ -186,7 +186,7 @@ class Trainer:
         with self.writers["train"].as_default():
             for i, batch in enumerate(self.sampler.epoch_dataset(epoch, cfg.batch_size)):
                 terms = self._train_step(batch)
-                values = {k: float(v) for k, v in terms.items() if v.shape.rank == 0}
+                values = {k: float(v) for k, v in terms.items() if not v.shape.rank}
                 for name, value in values.items():
                     if not math.isfinite(value):
                         raise NumericalError(f"loss term {name!r} is {value} at epoch {epoch}, "
@@ -194,9 +194,10 @@ class Trainer:
                     sums[name] = sums.get(name, 0.0) + value
                 if (step0 + i) % cfg.log_every == 0:
                     for name, value in values.items():
-                        tf.summary.scalar(f"loss/{name}", value, step=step0 + i)
-                    self.model.write_step_summaries(terms, step0 + i) \
-                        if hasattr(self.model, "write_step_summaries") else None
+                        tf.summary.scalar(f"train/{name}", value, step=step0 + i)
+                    for name, tensor in terms.items():
+                        if tensor.shape.rank:
+                            tf.summary.histogram(name, tensor, step=step0 + i)
                 if show_bar and (i % 10 == 0 or i + 1 == steps):
                     bar.update(i + 1, values=[("loss", values["loss"])], finalize=i + 1 == steps)
         return {k: v / steps for k, v in sums.items()}

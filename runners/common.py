@@ -69,9 +69,13 @@ flags.DEFINE_string("projection_activation", "leaky_relu", "Activation of the pr
                     "layers (any Keras activation name).")
 flags.DEFINE_enum("backbone", "vlattice", ["vbpr", "vlightgcn", "lattice", "vlattice"],
                   "IBMRec's backbone.")
-flags.DEFINE_boolean("fib", True, "IBMRec: feature-level information bottleneck (alpha * HSIC(Z, M)).")
-flags.DEFINE_boolean("gib", True, "IBMRec: graph-level information bottleneck (beta * HSIC(Y', Y)).")
-flags.DEFINE_boolean("second_stage", True, "IBMRec: the second update, InfoNCE(c_a, z_i) on C and Z.")
+flags.DEFINE_boolean("fib", None, "IBMRec: feature-level information bottleneck (alpha * HSIC(Z, M)); "
+                     "default: wherever the backbone supports it (vbpr, vlightgcn, vlattice).")
+flags.DEFINE_boolean("gib", None, "IBMRec: graph-level information bottleneck (beta * HSIC(Y', Y)); "
+                     "default: wherever the backbone supports it (lattice, vlattice).")
+flags.DEFINE_boolean("second_stage", None, "IBMRec: the second update, InfoNCE(c_a, z_i) on C and Z; "
+                     "default: wherever the backbone has C (vbpr, vlightgcn, vlattice).")
+flags.DEFINE_integer("hsic_items", 256, "IBMRec: distinct batch items the HSIC terms use (0 = all).")
 flags.DEFINE_float("alpha", 1.0, "IBMRec: FIB coefficient.")
 flags.DEFINE_float("sigma2_fib", 0.2, "IBMRec: RBF kernel width sigma^2 of the FIB HSIC.")
 flags.DEFINE_float("beta", 0.5, "IBMRec: GIB coefficient.")
@@ -79,7 +83,7 @@ flags.DEFINE_float("sigma2_gib", 0.25, "IBMRec: RBF kernel width sigma^2 of the 
 flags.DEFINE_float("tau", 0.2, "IBMRec: InfoNCE temperature.")
 flags.DEFINE_float("mask_temperature", 0.5, "IBMRec: RelaxedBernoulli temperature of edge masks.")
 flags.DEFINE_boolean("hard_mask", False, "IBMRec: straight-through hard 0/1 edge masks.")
-flags.DEFINE_integer("masker_hidden", 64, "IBMRec: hidden units of the edge-masking MLP.")
+flags.DEFINE_integer("masker_hidden", 8, "IBMRec: hidden units of the edge-masking MLP.")
 
 # -- training --------------------------------------------------------------------------------------
 flags.DEFINE_integer("epochs", 1000, "Maximum number of epochs.")
@@ -94,7 +98,7 @@ OWN_FLAGS = ["dataset", "data_dir", "data_format", "modalities", "model_dir", "s
              "embedding_dim", "n_layers", "reg_weight", "init_stddev", "knn_k", "item_layers",
              "projection_layers", "projection_activation", "backbone", "fib", "gib", "second_stage",
              "alpha", "sigma2_fib", "beta", "sigma2_gib", "tau", "mask_temperature", "hard_mask",
-             "masker_hidden", "epochs",
+             "masker_hidden", "hsic_items", "epochs",
              "batch_size", "learning_rate", "patience", "ks", "eval_batch_size", "export_top_k"]
 
 
@@ -128,6 +132,11 @@ def check_flags() -> None:
     for name in ("sigma2_fib", "sigma2_gib", "tau", "mask_temperature"):
         _check(f[name].value > 0, f"--{name} must be > 0, got {f[name].value}")
     _check(f.masker_hidden >= 1, f"--masker_hidden must be >= 1, got {f.masker_hidden}")
+    _check(f.hsic_items >= 0, f"--hsic_items must be >= 0, got {f.hsic_items}")
+    if f.model != "ibmrec":
+        for name in ("fib", "gib", "second_stage"):
+            _check(f[name].value is None, f"--{name} applies to --model=ibmrec only "
+                   f"(got --model={f.model})")
     ks = parse_ks()
     _check(20 in ks, "--ks must include 20 (epochs are selected on valid Recall@20)")
 
@@ -151,7 +160,8 @@ def model_config():
         projection_layers=f.projection_layers, projection_activation=f.projection_activation,
         fib=f.fib, gib=f.gib, second_stage=f.second_stage, alpha=f.alpha, sigma2_fib=f.sigma2_fib,
         beta=f.beta, sigma2_gib=f.sigma2_gib, tau=f.tau, mask_temperature=f.mask_temperature,
-        hard_mask=f.hard_mask, masker_hidden=f.masker_hidden)
+        hard_mask=f.hard_mask, masker_hidden=f.masker_hidden, backbone=f.backbone,
+        hsic_items=f.hsic_items)
 
 
 def train_config():
@@ -231,6 +241,14 @@ def run(main: Callable) -> None:
         except (UsageError, DataError, FileExistsError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        except RuntimeError as e:
+            from ibmrec_tf.training import NumericalError
+
+            if not isinstance(e, NumericalError):
+                raise
+            print(f"error: {e}; training stopped, the last good checkpoint is kept in "
+                  f"{FLAGS.model_dir}/checkpoints", file=sys.stderr)
+            sys.exit(1)
         except KeyboardInterrupt:
             print("interrupted: the last completed epoch's checkpoint is kept; continue with "
                   "--resume", file=sys.stderr)

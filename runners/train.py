@@ -87,7 +87,10 @@ def main(argv):
 
     print(data.summary())
     keras.utils.set_random_seed(FLAGS.seed)
-    model = build_model(FLAGS.model, data, common.model_config())
+    try:
+        model = build_model(FLAGS.model, data, common.model_config())
+    except ValueError as e:  # a model/flag combination that makes no sense
+        raise common.UsageError(str(e)) from None
     trainer = Trainer(model, data, common.train_config(), model_dir)
     result = trainer.fit(resume=resume)
 

@@ -5,10 +5,17 @@ from __future__ import annotations
 from ibmrec_tf.data import Dataset, DataError
 from ibmrec_tf.models.base import ModelConfig, Recommender, public_terms
 from ibmrec_tf.models.cf import BPRMF, LightGCN
+from ibmrec_tf.models.ibmrec import IBMRec
+from ibmrec_tf.models.multimodal import LATTICE, VBPR, VLATTICE, VLightGCN, MultimodalRecommender
 
 MODELS = {
     "bprmf": BPRMF,
     "lightgcn": LightGCN,
+    "vbpr": VBPR,
+    "vlightgcn": VLightGCN,
+    "lattice": LATTICE,
+    "vlattice": VLATTICE,
+    "ibmrec": IBMRec,
 }
 
 
@@ -23,5 +30,5 @@ def build_model(name: str, dataset: Dataset, config: ModelConfig) -> Recommender
     return cls(dataset, config, name=name)
 
 
-__all__ = ["MODELS", "build_model", "ModelConfig", "Recommender", "BPRMF", "LightGCN",
-           "public_terms"]
+__all__ = ["MODELS", "build_model", "ModelConfig", "Recommender", "BPRMF", "LightGCN", "VBPR",
+           "VLightGCN", "LATTICE", "VLATTICE", "IBMRec", "MultimodalRecommender", "public_terms"]

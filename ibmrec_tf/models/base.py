@@ -26,8 +26,11 @@ class ModelConfig:
       projection_activation: activation of those hidden layers.
 
     Information-bottleneck fields (IBMRec):
-      fib, gib, second_stage: switch the feature-level IB, the graph-level IB and the
-        second (InfoNCE) update on or off.
+      backbone: IBMRec's backbone (vbpr, vlightgcn, lattice, vlattice).
+      fib, gib, second_stage: the feature-level IB, the graph-level IB and the second
+        (InfoNCE) update: ``None`` = wherever the backbone supports it, ``True`` = required
+        (an error where unsupported), ``False`` = off.
+      hsic_items: distinct batch items the HSIC terms are computed on (0 = all of them).
       alpha, sigma2_fib: coefficient and RBF width of the FIB term (Eq. 22, 30).
       beta, sigma2_gib: coefficient and RBF width of the GIB term (Eq. 28, 30).
       tau: InfoNCE temperature (Eq. 31).
@@ -44,9 +47,11 @@ class ModelConfig:
     item_layers: int = 1
     projection_layers: int = 0
     projection_activation: str = "leaky_relu"
-    fib: bool = True
-    gib: bool = True
-    second_stage: bool = True
+    backbone: str = "vlattice"
+    fib: bool | None = None
+    gib: bool | None = None
+    second_stage: bool | None = None
+    hsic_items: int = 256
     alpha: float = 1.0
     sigma2_fib: float = 0.2
     beta: float = 0.5
@@ -54,7 +59,7 @@ class ModelConfig:
     tau: float = 0.2
     mask_temperature: float = 0.5
     hard_mask: bool = False
-    masker_hidden: int = 64
+    masker_hidden: int = 8
 
 
 class Recommender(keras.Model):
@@ -75,6 +80,10 @@ class Recommender(keras.Model):
         self.num_items = int(num_items)
         self.config = config
         self._optimizers: dict[str, keras.optimizers.Optimizer] = {}
+
+    def build(self, input_shape=None):
+        # Every variable is created in __init__ (shapes come from the dataset).
+        self.built = True
 
     # -- pieces for subclasses ----------------------------------------------------------------
     def _embedding(self, rows: int, name: str, dim: int | None = None):

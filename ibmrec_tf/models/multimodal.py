@@ -1,0 +1,169 @@
+"""Multimodal backbones: VBPR, VLightGCN, LATTICE and VLATTICE (paper Section 4.1, Table 3).
+
+All four are one model, :class:`MultimodalRecommender`, with three switches:
+
+* ``content``: users are ``[P, C]`` and items ``[Q, Z]`` with ``Z = [MLP_1(M^1), ...]``
+  (Eq. 5, 21); without it users are ``P`` and items ``Q``.
+* ``user_item_graph``: LightGCN propagation over ``D^-1/2 A D^-1/2`` (Eq. 6-7).
+* ``item_item_graph``: the modalities' kNN graphs fused with softmax weights,
+  ``S = sum_m softmax(w)_m S^m`` (Eq. 10), normalized ``D_S^-1/2 S D_S^-1/2`` and propagated
+  ``item_layers`` times from the items' ego embeddings (Eq. 11); the result is added to the
+  items as ``Y + Y' / ||Y'||`` row-wise (Eq. 12, as LATTICE's implementation does).
+
+| backbone  | content | user-item graph | item-item graph |
+|-----------|---------|-----------------|-----------------|
+| VBPR      | yes     | no              | no              |
+| VLightGCN | yes     | yes             | no              |
+| LATTICE   | no      | yes             | yes             |
+| VLATTICE  | yes     | yes             | yes             |
+
+The kNN graphs are built once from the raw features (Algorithm 1, line 1). An optional edge
+masker (the graph-level IB, :mod:`ibmrec_tf.models.ibmrec`) rescales every edge of ``S``
+before the normalization.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from ibmrec_tf import graph as graph_lib
+from ibmrec_tf.data import Dataset
+from ibmrec_tf.layers import (CSRGraph, GraphPropagation, ModalityProjection, NeighborGraph,
+                              symmetric_normalize)
+from ibmrec_tf.models.base import ModelConfig, Recommender, node_rows, rows_of
+
+
+class MultimodalRecommender(Recommender):
+    """The multimodal backbone family (see the module docstring)."""
+
+    multimodal = True
+    content = True
+    user_item_graph = True
+    item_item_graph = True
+
+    def __init__(self, dataset: Dataset, config: ModelConfig, *, need_projection: bool = False,
+                 **kwargs):
+        super().__init__(dataset.num_users, dataset.num_items, config, **kwargs)
+        self.modalities = tuple(dataset.features)
+        num_modalities = len(self.modalities)
+        d = config.embedding_dim
+        self.content_dim = d * num_modalities
+        self.raw_features = [tf.constant(dataset.features[m]) for m in self.modalities]
+        self.user_embedding = self._embedding(self.num_users, "P")
+        self.item_embedding = self._embedding(self.num_items, "Q")
+        self.projection = None
+        if self.content or need_projection:
+            self.projection = ModalityProjection(
+                input_dims=[f.shape[1] for f in self.raw_features], output_dim=d,
+                hidden_layers=config.projection_layers, activation=config.projection_activation,
+                name="projection")
+            self.projection.build()
+        if self.content:
+            self.user_content = self._embedding(self.num_users, "C", dim=self.content_dim)
+        if self.user_item_graph:
+            self.ui_graph = CSRGraph(graph_lib.normalized_adjacency(
+                dataset.num_users, dataset.num_items, dataset.train), symmetric=True)
+            self.ui_propagation = GraphPropagation(num_layers=config.n_layers,
+                                                   name="user_item_propagation")
+        if self.item_item_graph:
+            if config.knn_k >= self.num_items:
+                raise ValueError(f"knn_k={config.knn_k} must be < the number of items {self.num_items}")
+            neighbors, similarity = zip(*(graph_lib.knn_graph(dataset.features[m], config.knn_k)
+                                          for m in self.modalities))
+            self.knn_neighbors = tf.constant(np.concatenate(neighbors, axis=1).astype(np.int32))
+            self.knn_similarity = [tf.constant(s) for s in similarity]
+            self.modality_logits = self.add_weight(shape=(num_modalities,), name="modality_logits",
+                                                   initializer="zeros")
+            self.ii_propagation = GraphPropagation(num_layers=config.item_layers, combine="last",
+                                                   name="item_item_propagation")
+
+    # -- pieces -----------------------------------------------------------------------------------
+    def modality_weights(self):
+        return tf.nn.softmax(self.modality_logits)
+
+    def content_features(self):
+        """``[Z^1, ..., Z^K]``, each ``[num_items, d]``: every item's projected modalities."""
+        return self.projection(self.raw_features)
+
+    def fused_similarity(self):
+        """``[num_items, K * knn_k]`` values of ``S = sum_m softmax(w)_m S^m`` (Eq. 10)."""
+        weights = self.modality_weights()
+        return tf.concat([weights[m] * s for m, s in enumerate(self.knn_similarity)], axis=1)
+
+    def item_item_graph_for(self, edge_scale=None) -> NeighborGraph:
+        """The normalized item-item graph; ``edge_scale`` ``[N, K*k]`` multiplies each edge first."""
+        values = self.fused_similarity()
+        if edge_scale is not None:
+            values = values * edge_scale
+        return NeighborGraph(self.knn_neighbors, symmetric_normalize(values, self.knn_neighbors))
+
+    # -- the forward pass ---------------------------------------------------------------------------
+    def ego(self, z_all=None):
+        """Layer-0 users ``[P, C]`` and items ``[Q, Z]`` (or ``P`` and ``Q`` without content)."""
+        if not self.content:
+            return tf.convert_to_tensor(self.user_embedding), tf.convert_to_tensor(self.item_embedding)
+        if z_all is None:
+            z_all = self.content_features()
+        users = tf.concat([self.user_embedding, self.user_content], axis=1)
+        items = tf.concat([self.item_embedding] + list(z_all), axis=1)
+        return users, items
+
+    def forward(self, users=None, items=None, training=False, *, z_all=None, edge_scale=None):
+        """Final representations of ``users`` and ``items`` (see :meth:`Recommender.forward`).
+
+        ``edge_scale`` ``[num_items, K * knn_k]`` multiplies the item-item edges (the GIB mask).
+        Besides the base class's entries, the output holds ``'item_base'`` (the items before the
+        item-item term) and ``'item_ego_all'``, for :meth:`on_item_graph`.
+        """
+        user_ego, item_ego = self.ego(z_all)
+        out = {"user_ego": rows_of(user_ego, users), "item_ego": rows_of(item_ego, items),
+               "item_ego_all": item_ego}
+        if self.user_item_graph:
+            ego = tf.concat([user_ego, item_ego], axis=0)
+            final = self.ui_propagation(ego, graph=self.ui_graph)
+            user_rows, item_rows = node_rows(self.num_users, self.num_items, users, items)
+            out["users"] = tf.gather(final, user_rows)
+            out["item_base"] = tf.gather(final, item_rows)
+        else:
+            out["users"], out["item_base"] = out["user_ego"], out["item_ego"]
+        out["items"] = out["item_base"]
+        if self.item_item_graph:
+            out["items"] = self.on_item_graph(out, items, edge_scale)
+        return out
+
+    def on_item_graph(self, out, items=None, edge_scale=None, *, first=None):
+        """``Y + Y'/||Y'||`` (Eq. 11-12) for ``items`` on the graph scaled by ``edge_scale``.
+
+        ``first``: only the first ``first`` of ``items`` (computes fewer rows).
+        """
+        base = out["item_base"]
+        if first is not None:
+            items, base = items[:first], base[:first]
+        h = self.ii_propagation(out["item_ego_all"], graph=self.item_item_graph_for(edge_scale),
+                                rows=items)
+        return base + tf.math.l2_normalize(h, axis=1, epsilon=1e-12)
+
+
+class VBPR(MultimodalRecommender):
+    """VBPR: ``r_ai = <[p_a, c_a], [q_i, z_i]>``, no graph."""
+    content, user_item_graph, item_item_graph = True, False, False
+
+
+class VLightGCN(MultimodalRecommender):
+    """LightGCN over ``[P, C]`` users and ``[Q, Z]`` items."""
+    content, user_item_graph, item_item_graph = True, True, False
+
+
+class LATTICE(MultimodalRecommender):
+    """LightGCN over ``P, Q`` plus the modality kNN item-item graph over ``Q``."""
+    content, user_item_graph, item_item_graph = False, True, True
+
+
+class VLATTICE(MultimodalRecommender):
+    """LATTICE with content: ``[P, C]`` / ``[Q, Z]`` on both graphs."""
+    content, user_item_graph, item_item_graph = True, True, True
+
+
+BACKBONES = {"vbpr": VBPR, "vlightgcn": VLightGCN, "lattice": LATTICE, "vlattice": VLATTICE}

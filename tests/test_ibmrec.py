@@ -1,0 +1,181 @@
+"""The multimodal backbones and IBMRec: layers on tiny graphs, gradients, the two-tape update."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from ibmrec_tf import export, graph as graph_lib
+from ibmrec_tf.data import DataError, TripletSampler, make_synthetic
+from ibmrec_tf.layers import EdgeMasker
+from ibmrec_tf.models import ModelConfig, build_model
+
+
+@pytest.fixture(scope="module")
+def small():
+    return make_synthetic(seed=0, num_users=90, num_items=60, interactions_per_user=8,
+                          modality_dims={"image": 12, "text": 10})
+
+
+@pytest.fixture(scope="module")
+def batch(small):
+    return next(iter(TripletSampler(small, 0).epoch_dataset(1, 256)))
+
+
+def _ibmrec(small, **overrides):
+    keras.utils.set_random_seed(0)
+    config = dataclasses.replace(ModelConfig(embedding_dim=8, knn_k=4, hsic_items=0), **overrides)
+    model = build_model("ibmrec", small, config)
+    model.create_optimizers(1e-2)
+    return model
+
+
+@pytest.mark.parametrize("name", ["vbpr", "vlightgcn", "lattice", "vlattice"])
+def test_backbones_forward_rows_equal_full_rows(small, name):
+    keras.utils.set_random_seed(0)
+    model = build_model(name, small, ModelConfig(embedding_dim=8, knn_k=4))
+    users, items = model.final_embeddings()
+    width = 8 * (1 + (2 if model.content else 0))
+    assert users.shape == (90, width) and items.shape == (60, width)
+    rows = model.forward(users=tf.constant([4, 1]), items=tf.constant([59, 0, 7]))
+    np.testing.assert_allclose(rows["users"].numpy(), users.numpy()[[4, 1]], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(rows["items"].numpy(), items.numpy()[[59, 0, 7]], rtol=1e-5, atol=1e-7)
+
+
+def test_vlattice_items_follow_eq_11_12(small):
+    """Y_final = Y_lightgcn + normalize(S_hat @ [Q, Z]) with S_hat = D^-1/2 (sum_m w_m S^m) D^-1/2."""
+    keras.utils.set_random_seed(0)
+    model = build_model("vlattice", small, ModelConfig(embedding_dim=8, knn_k=4, n_layers=1))
+    model.modality_logits.assign([0.3, -0.2])
+    w = tf.nn.softmax([0.3, -0.2]).numpy()
+    z = [p.numpy() for p in model.content_features()]
+    user_ego = np.concatenate([model.user_embedding.numpy(), model.user_content.numpy()], 1)
+    item_ego = np.concatenate([model.item_embedding.numpy()] + z, 1)
+    adj = graph_lib.normalized_adjacency(90, 60, small.train).toarray()
+    ego = np.concatenate([user_ego, item_ego])
+    y = ((ego + adj @ ego) / 2)[90:]
+    s = sum(wm * graph_lib.knn_dense_reference(small.features[m], 4)
+            for wm, m in zip(w, model.modalities))
+    d = s.sum(1)
+    s_hat = s / np.sqrt(np.outer(d, d))
+    h = s_hat @ item_ego
+    expected = y + h / np.linalg.norm(h, axis=1, keepdims=True)
+    np.testing.assert_allclose(model.final_embeddings()[1].numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_edge_masker_hand_checked_and_config_round_trip():
+    masker = EdgeMasker(hidden_units=1, keep_bias_init=0.5)
+    masker.build((None, 2))
+    masker.w_source.assign([[1.0], [0.0]])
+    masker.w_target.assign([[0.0], [2.0]])
+    masker.b_hidden.assign([-1.0])
+    masker.w_out.assign([3.0])
+    feats = tf.constant([[2.0, 1.0], [0.0, 0.5]])
+    logits = masker(feats, tf.constant([[1], [0]])).numpy()
+    # edge 0->1: relu(2*1 - 1 + 0.5*2) * 3 + 0.5 = 6.5; edge 1->0: relu(0 - 1 + 1*2) * 3 + 0.5 = 3.5
+    np.testing.assert_allclose(logits, [[6.5], [3.5]], rtol=1e-6)
+    assert EdgeMasker.from_config(masker.get_config()).get_config() == masker.get_config()
+
+
+def test_ablation_flags_remove_exactly_their_terms(small, batch):
+    full = set(_ibmrec(small).train_step(batch))
+    assert {"bpr", "reg", "fib", "hsic_fib", "gib", "hsic_gib", "infonce", "loss"} <= full
+    no_fib = set(_ibmrec(small, fib=False).train_step(batch))
+    assert full - no_fib == {"fib", "hsic_fib"}
+    no_gib = set(_ibmrec(small, gib=False).train_step(batch))
+    assert {"gib", "hsic_gib", "edge_keep_prob", "hist/edge_keep_prob"} == full - no_gib
+    no_second = set(_ibmrec(small, second_stage=False).train_step(batch))
+    assert full - no_second == {"infonce"}
+    on_vbpr = set(_ibmrec(small, backbone="vbpr").train_step(batch))
+    assert "fib" in on_vbpr and "gib" not in on_vbpr and "infonce" in on_vbpr
+    on_lattice = set(_ibmrec(small, backbone="lattice").train_step(batch))
+    assert "gib" in on_lattice and "fib" not in on_lattice and "infonce" not in on_lattice
+
+
+def test_loss_is_the_weighted_sum(small, batch):
+    model = _ibmrec(small, alpha=2.0, beta=3.0)
+    terms = model.compute_losses(batch, training=True)
+    assert float(terms["fib"]) == pytest.approx(2.0 * float(terms["hsic_fib"]), rel=1e-6)
+    assert float(terms["gib"]) == pytest.approx(3.0 * float(terms["hsic_gib"]), rel=1e-6)
+    total = sum(float(terms[k]) for k in ("bpr", "reg", "fib", "gib"))
+    assert float(terms["loss"]) == pytest.approx(total, rel=1e-5)
+
+
+@pytest.mark.parametrize("backbone, fib, gib, message", [
+    ("vbpr", None, True, "GIB does not apply to backbone 'vbpr'"),
+    ("lattice", True, None, "FIB does not apply to backbone 'lattice'"),
+])
+def test_nonsense_requests_are_errors(small, backbone, fib, gib, message):
+    with pytest.raises(ValueError, match=message):
+        build_model("ibmrec", small, ModelConfig(backbone=backbone, fib=fib, gib=gib, knn_k=4))
+
+
+def test_multimodal_model_needs_features(small):
+    bare = dataclasses.replace(small, features={})
+    with pytest.raises(DataError, match="needs item features"):
+        build_model("vlattice", bare, ModelConfig())
+
+
+def test_gradients_reach_masker_and_projection(small, batch):
+    model = _ibmrec(small)
+    with tf.GradientTape() as tape:
+        loss = model.compute_losses(batch, training=True)["loss"]
+    variables = list(model.masker.trainable_variables) + list(model.backbone.projection.trainable_variables)
+    grads = tape.gradient(loss, variables)
+    for v, g in zip(variables, grads):
+        assert g is not None and float(tf.reduce_max(tf.abs(tf.convert_to_tensor(g)))) > 0, v.path
+
+
+def test_two_updates_step_both_optimizers_and_second_moves_only_c_and_z(small, batch):
+    model = _ibmrec(small)
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    model.train_step(batch)
+    assert int(model.optimizers["main"].iterations) == 1
+    assert int(model.optimizers["second_stage"].iterations) == 1
+    moved = {p for p, v in ((v.path, v) for v in model.trainable_variables)
+             if not np.array_equal(before[p], v.numpy())}
+    assert any("edge_masker" in p for p in moved) and any("Q" in p.split("/")[-1] for p in moved)
+    # The second update alone: replay it and check which variables change.
+    snapshot = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    second_vars = model.second_stage_variables()
+    with tf.GradientTape() as tape:
+        nce = model.second_stage_loss(batch)
+    model.optimizers["second_stage"].apply_gradients(zip(tape.gradient(nce, second_vars), second_vars))
+    changed = {v.path for v in model.trainable_variables if not np.array_equal(snapshot[v.path], v.numpy())}
+    allowed = {v.path for v in second_vars}
+    assert changed and changed <= allowed
+    assert not any(name in p.split("/")[-1] for p in changed for name in ("P", "Q", "modality_logits"))
+
+
+def test_training_samples_are_stochastic_and_evaluation_deterministic(small, batch):
+    model = _ibmrec(small)
+    a = model.compute_losses(batch, training=True)["hsic_gib"]
+    model.optimizers["main"].iterations.assign(5)
+    b = model.compute_losses(batch, training=True)["hsic_gib"]
+    assert float(a) != float(b)
+    u1, i1 = model.final_embeddings()
+    u2, i2 = model.final_embeddings()
+    np.testing.assert_array_equal(i1.numpy(), i2.numpy())
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_hard_and_relaxed_masks_train(small, batch, hard):
+    model = _ibmrec(small, hard_mask=hard)
+    step = tf.function(model.train_step)
+    first = step(batch)
+    for _ in range(10):
+        last = step(batch)
+    assert np.isfinite(float(last["loss"])) and float(last["bpr"]) < float(first["bpr"])
+
+
+def test_export_and_reload_gives_identical_scores(small, tmp_path):
+    model = _ibmrec(small)
+    users, items = model.final_embeddings()
+    path = export.export_saved_model(str(tmp_path / "sm"), users.numpy(), items.numpy(),
+                                     small.interaction_matrix("train"), top_k=10)
+    scores = tf.saved_model.load(path).signatures["score_all"](
+        user_ids=tf.constant([0, 17, 89], tf.int64))["scores"].numpy()
+    expected = model(tf.constant([0, 17, 89])).numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
