@@ -175,24 +175,30 @@ class ModalityProjection(keras.layers.Layer):
       output_dim: dimension of each ``Z^k``.
       hidden_layers: hidden layers per MLP.
       activation: activation of the hidden layers.
+      output_stddev: std of the normal initializer of the output layer's kernel (default:
+        Glorot). With unit-norm inputs, ``s`` gives outputs of the scale of an ``N(0, s^2)``
+        embedding.
 
     Call: a list of ``[n, input_dims[k]]`` tensors -> a list of ``[n, output_dim]`` tensors.
     """
 
     def __init__(self, *, input_dims, output_dim: int = 64, hidden_layers: int = 0,
-                 activation: str = "leaky_relu", **kwargs):
+                 activation: str = "leaky_relu", output_stddev: float | None = None, **kwargs):
         super().__init__(**kwargs)
         self.input_dims = [int(d) for d in input_dims]
         self.output_dim = int(output_dim)
         self.hidden_layers = int(hidden_layers)
         self.activation = activation
+        self.output_stddev = output_stddev
         if self.hidden_layers < 0:
             raise ValueError(f"hidden_layers must be >= 0, got {hidden_layers}")
         self.mlps = []
         for k, dim in enumerate(self.input_dims):
             stack = [keras.layers.Dense(self.output_dim, activation=activation, name=f"m{k}_hidden{h}")
                      for h in range(self.hidden_layers)]
-            stack.append(keras.layers.Dense(self.output_dim, name=f"m{k}_out"))
+            init = "glorot_uniform" if output_stddev is None else \
+                keras.initializers.RandomNormal(stddev=output_stddev)
+            stack.append(keras.layers.Dense(self.output_dim, kernel_initializer=init, name=f"m{k}_out"))
             self.mlps.append(stack)
 
     def build(self, input_shape=None):
@@ -218,7 +224,8 @@ class ModalityProjection(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "input_dims": self.input_dims, "output_dim": self.output_dim,
-                "hidden_layers": self.hidden_layers, "activation": self.activation}
+                "hidden_layers": self.hidden_layers, "activation": self.activation,
+                "output_stddev": self.output_stddev}
 
 
 @keras.saving.register_keras_serializable(package="ibmrec_tf")

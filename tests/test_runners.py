@@ -39,7 +39,7 @@ def test_train_writes_every_artefact(trained):
     assert 0 < metrics["test"]["recall@20"] <= 1 and "ndcg@50" in metrics["valid"]
     assert f"tensorboard --logdir {model_dir / 'logs'}" in proc.stdout
     assert "epoch    2" in proc.stdout and "recall@20" in proc.stdout
-    assert "--model=lightgcn" in (model_dir / "flags.cfg").read_text()
+    assert "--model=ibmrec" in (model_dir / "flags.cfg").read_text()
 
 
 def test_existing_model_dir_refused_then_resumed(trained, tmp_path):

@@ -50,7 +50,14 @@ class MultimodalRecommender(Recommender):
         num_modalities = len(self.modalities)
         d = config.embedding_dim
         self.content_dim = d * num_modalities
-        self.raw_features = [tf.constant(dataset.features[m]) for m in self.modalities]
+        # Each modality is scaled to unit mean row norm: pre-trained features come at any scale
+        # (TikTok's visual rows have norm ~33, its acoustic ones ~4), and the projection is
+        # initialized to give Z the scale of the ID embeddings. Cosine kNN and the HSIC terms
+        # (which normalize rows) do not change.
+        self.feature_scales = [float(np.mean(np.linalg.norm(dataset.features[m], axis=1))) or 1.0
+                               for m in self.modalities]
+        self.raw_features = [tf.constant(dataset.features[m] / scale)
+                             for m, scale in zip(self.modalities, self.feature_scales)]
         self.user_embedding = self._embedding(self.num_users, "P")
         self.item_embedding = self._embedding(self.num_items, "Q")
         self.projection = None
@@ -58,7 +65,7 @@ class MultimodalRecommender(Recommender):
             self.projection = ModalityProjection(
                 input_dims=[f.shape[1] for f in self.raw_features], output_dim=d,
                 hidden_layers=config.projection_layers, activation=config.projection_activation,
-                name="projection")
+                output_stddev=config.init_stddev, name="projection")
             self.projection.build()
         if self.content:
             self.user_content = self._embedding(self.num_users, "C", dim=self.content_dim)
