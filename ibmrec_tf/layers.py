@@ -8,8 +8,8 @@ Two graph operands share one interface, ``graph.matmul(x, rows=None) -> (graph @
   matrix itself when symmetric), so gradients are exact.
 * :class:`NeighborGraph`: a graph with a fixed number of neighbours per row (the kNN item-item
   graph) whose edge values are tensors and may carry gradients (learned modality weights, edge
-  masks). It computes only the rows asked for, one ``[rows, dim]`` gather per neighbour column,
-  never an ``[edges, dim]`` intermediate.
+  masks). It computes only the rows asked for (in training, the batch's items), so its
+  ``[rows, width, dim]`` intermediate stays far below ``[edges, dim]``.
 
 :class:`GraphPropagation` is the one propagation layer every graph model uses.
 """
@@ -80,15 +80,23 @@ class NeighborGraph:
     def width(self) -> int:
         return int(self.neighbors.shape[1])
 
-    def matmul(self, x, rows=None):
-        neighbors, values = self.neighbors, self.values
-        if rows is not None:
-            neighbors, values = tf.gather(neighbors, rows), tf.gather(values, rows)
-        out = None
-        for c in range(self.width):
-            term = values[:, c:c + 1] * tf.gather(x, neighbors[:, c])
-            out = term if out is None else out + term
-        return out
+    def matmul(self, x, rows=None, *, chunk_rows: int = 2048):
+        """``(S @ x)[rows]``: one ``[rows, width, dim]`` gather, weighted and summed.
+
+        One gather (not one per column) matters for the backward pass: TensorFlow densifies
+        each gather's sparse gradient into a full ``[n, dim]`` tensor before adding them up.
+        Without ``rows`` every row is computed, ``chunk_rows`` at a time.
+        """
+        if rows is None:
+            n = int(self.neighbors.shape[0])
+            return tf.concat([self._rows(x, self.neighbors[s:s + chunk_rows],
+                                         self.values[s:s + chunk_rows])
+                              for s in range(0, n, chunk_rows)], axis=0)
+        return self._rows(x, tf.gather(self.neighbors, rows), tf.gather(self.values, rows))
+
+    @staticmethod
+    def _rows(x, neighbors, values):
+        return tf.reduce_sum(values[:, :, None] * tf.gather(x, neighbors), axis=1)
 
     def to_dense(self) -> np.ndarray:
         """The dense matrix (for tests on small graphs)."""
