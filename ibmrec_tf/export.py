@@ -20,9 +20,6 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-SIGNATURE_KEYS = ("serving_default", "score_all")
-
-
 class ServingModule(tf.Module):
     def __init__(self, user_embeddings, item_embeddings, train_matrix: sp.csr_matrix, top_k: int):
         super().__init__(name="ibmrec_serving")

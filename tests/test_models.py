@@ -4,7 +4,7 @@ import tensorflow as tf
 import keras
 
 from ibmrec_tf import graph as graph_lib
-from ibmrec_tf.data import DataError, TripletSampler, make_synthetic
+from ibmrec_tf.data import TripletSampler, make_synthetic
 from ibmrec_tf.models import ModelConfig, build_model
 
 

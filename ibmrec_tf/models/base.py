@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
 import keras
 
@@ -156,11 +155,6 @@ class Recommender(keras.Model):
         self._optimizers["main"].apply_gradients(zip(grads, variables))
         return public_terms(terms)
 
-    def describe(self) -> dict:
-        """Hyper-parameters that define this model, for logs and the model directory."""
-        return {"model": self.name, "num_users": self.num_users, "num_items": self.num_items,
-                **dataclasses.asdict(self.config)}
-
     def get_config(self):
         return {"num_users": self.num_users, "num_items": self.num_items,
                 "config": dataclasses.asdict(self.config), "name": self.name}
@@ -181,7 +175,3 @@ def node_rows(num_users: int, num_items: int, users=None, items=None):
 def public_terms(terms: dict) -> dict:
     """The scalar loss terms of a :meth:`Recommender.compute_losses` dict (no ``_`` entries)."""
     return {k: v for k, v in terms.items() if not k.startswith("_")}
-
-
-def numpy_weights(model: keras.Model) -> list[np.ndarray]:
-    return [np.asarray(v.numpy()) for v in model.weights]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tensorflow as tf
-import keras
 
 from ibmrec_tf import graph as graph_lib
 from ibmrec_tf.data import Dataset

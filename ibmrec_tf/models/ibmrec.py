@@ -184,7 +184,3 @@ class IBMRec(Recommender):
             self._optimizers["second_stage"].apply_gradients(zip(grads, second_vars))
             terms["infonce"] = nce
         return {k: v for k, v in terms.items() if not k.startswith("_")}
-
-    def describe(self) -> dict:
-        return {**super().describe(), "fib": self.use_fib, "gib": self.use_gib,
-                "second_stage": self.use_second_stage}

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-import keras
 
 from ibmrec_tf import graph as graph_lib
 from ibmrec_tf.data import Dataset
