@@ -66,14 +66,16 @@ def hsic_rbf(x, y, sigma2_x, sigma2_y=None, *, normalize=True):
     return tf.reduce_sum(centered * k_y) / tf.square(n - 1.0)
 
 
-def info_nce(anchors, positives, temperature):
-    """In-batch InfoNCE (Eq. 31): row ``a`` of ``anchors`` should match row ``a`` of ``positives``.
+def info_nce(anchors, candidates, temperature, labels=None):
+    """In-batch InfoNCE (Eq. 31): anchor ``a`` should match candidate ``labels[a]``.
 
-    ``-(1/N) sum_a log( exp(cos(c_a, z_a)/tau) / sum_j exp(cos(c_a, z_j)/tau) )`` where ``j``
-    runs over all rows of ``positives`` (the batch's items).
+    ``-(1/N) sum_a log( exp(cos(c_a, z_{l_a})/tau) / sum_j exp(cos(c_a, z_j)/tau) )`` where
+    ``j`` runs over all rows of ``candidates`` (the batch's items). ``labels`` defaults to
+    ``0 .. N-1`` (candidate ``a`` belongs to anchor ``a``).
     """
     anchors = tf.math.l2_normalize(anchors, axis=1, epsilon=1e-12)
-    positives = tf.math.l2_normalize(positives, axis=1, epsilon=1e-12)
-    logits = tf.matmul(anchors, positives, transpose_b=True) / temperature
-    labels = tf.range(tf.shape(logits)[0])
+    candidates = tf.math.l2_normalize(candidates, axis=1, epsilon=1e-12)
+    logits = tf.matmul(anchors, candidates, transpose_b=True) / temperature
+    if labels is None:
+        labels = tf.range(tf.shape(logits)[0])
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))

@@ -67,3 +67,14 @@ def test_info_nce_matches_numpy():
     logits = an @ pn.T / 0.2
     expected = -np.mean(np.diag(logits) - np.log(np.exp(logits).sum(1)))
     assert losses.info_nce(a, p, 0.2).numpy() == pytest.approx(expected, rel=1e-5)
+
+
+def test_info_nce_with_shared_candidates():
+    rng = np.random.default_rng(4)
+    a, z = rng.normal(size=(4, 3)), rng.normal(size=(2, 3))
+    labels = np.array([1, 0, 1, 1])
+    an = a / np.linalg.norm(a, axis=1, keepdims=True)
+    zn = z / np.linalg.norm(z, axis=1, keepdims=True)
+    logits = an @ zn.T / 0.5
+    expected = -np.mean(logits[np.arange(4), labels] - np.log(np.exp(logits).sum(1)))
+    assert losses.info_nce(a, z, 0.5, labels=labels).numpy() == pytest.approx(expected, rel=1e-5)

@@ -162,12 +162,17 @@ class IBMRec(Recommender):
         return terms
 
     def second_stage_loss(self, batch):
-        """InfoNCE between ``c_a`` and ``z_i`` of the batch's (user, positive) pairs (Eq. 31)."""
+        """InfoNCE between ``c_a`` and ``z_i`` of the batch's (user, positive) pairs (Eq. 31).
+
+        The candidates are the batch's distinct positive items, so an item that is the positive
+        of several pairs is never a negative for any of them.
+        """
         backbone = self.backbone
+        items, labels = tf.unique(batch["pos"])
         user_content = tf.gather(backbone.user_content, batch["user"])
-        z_pos = tf.concat(backbone.projection([tf.gather(m, batch["pos"])
-                                               for m in backbone.raw_features]), axis=1)
-        return losses.info_nce(user_content, z_pos, self.config.tau)
+        z_items = tf.concat(backbone.projection([tf.gather(m, items)
+                                                 for m in backbone.raw_features]), axis=1)
+        return losses.info_nce(user_content, z_items, self.config.tau, labels=labels)
 
     def train_step(self, batch):
         with tf.GradientTape() as tape:
