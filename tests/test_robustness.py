@@ -1,0 +1,132 @@
+"""Interruption, reproducibility and bad input, exercised through the real command line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from ibmrec_tf.data import DataError, load_dataset
+from ibmrec_tf.metrics import ranking_metrics
+from tests.conftest import ROOT, write_inter
+
+TRAIN = [sys.executable, "-m", "runners.train", "--dataset=synthetic", "--model=lightgcn",
+         "--n_layers=1", "--learning_rate=5e-3", "--epochs=8", "--patience=20", "--seed=3",
+         "--verbose=1"]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _epochs_done(model_dir) -> int:
+    path = os.path.join(model_dir, "checkpoints", "latest.npz")
+    if not os.path.exists(path):
+        return 0
+    try:
+        with np.load(path) as state:
+            return json.loads(state["trainer_state"].tobytes().decode())["epoch"]
+    except Exception:  # being replaced right now
+        return 0
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+    straight = tmp_path / "straight"
+    subprocess.run(TRAIN + [f"--model_dir={straight}"], cwd=ROOT, env=_env(), check=True,
+                   capture_output=True, timeout=600)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(TRAIN + [f"--model_dir={killed}"], cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while _epochs_done(killed) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = _epochs_done(killed)
+    assert 3 <= done < 8, f"the kill should land mid-run (after epoch {done})"
+    resumed = subprocess.run(TRAIN + [f"--model_dir={killed}", "--resume"], cwd=ROOT, env=_env(),
+                             check=True, capture_output=True, text=True, timeout=600)
+    assert f"after epoch {done}" in resumed.stdout
+    a = json.loads((straight / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert a["best_epoch"] == b["best_epoch"] and b["epochs_run"] == 8
+    for split in ("valid", "test"):
+        for key, value in a[split].items():
+            assert b[split][key] == pytest.approx(value, rel=1e-5, abs=1e-7), (split, key)
+
+
+def test_unwritable_model_dir_is_a_clear_error(tmp_path):
+    if os.geteuid() == 0:
+        target = "/proc/ibmrec_tf_cannot_write_here"
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        target = str(locked / "run")
+    proc = subprocess.run(TRAIN + [f"--model_dir={target}"], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --model_dir {target} is not writable")
+
+
+# -- property-based tests ---------------------------------------------------------------------
+
+interactions = st.lists(
+    st.tuples(st.integers(0, 6), st.integers(0, 8), st.integers(0, 2)), min_size=1, max_size=40)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=interactions)
+def test_random_valid_inter_round_trips(tmp_path_factory, rows):
+    folder = tmp_path_factory.mktemp("h")
+    # A pair may sit in one split only: keep each pair's first label.
+    first = {}
+    for u, i, x in rows:
+        first.setdefault((u, i), x)
+    if 0 not in first.values():
+        return
+    write_inter(folder / "d", "d", [(u, i, x) for (u, i), x in first.items()])
+    ds = load_dataset(str(folder), "d")
+    for label, split in enumerate(("train", "valid", "test")):
+        expected = sorted((u, i) for (u, i), x in first.items() if x == label)
+        assert sorted(map(tuple, ds.split(split).tolist())) == expected
+    assert ds.num_users == max(u for u, _ in first) + 1
+    assert ds.num_items == max(i for _, i in first) + 1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=interactions.filter(lambda r: any(x == 0 for *_, x in r)),
+       line=st.integers(0, 39), bad=st.sampled_from(["-1", "x", "1.5", ""]),
+       column=st.integers(0, 2))
+def test_random_corruption_is_rejected_with_its_line(tmp_path_factory, rows, line, bad, column):
+    folder = tmp_path_factory.mktemp("c")
+    rows = [list(map(str, r)) for r in rows]
+    line = line % len(rows)
+    rows[line][column] = bad
+    write_inter(folder / "d", "d", rows)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(folder), "d")
+    assert f"d.inter:{line + 2}:" in str(err.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), users=st.integers(1, 6), k_max=st.integers(1, 8))
+def test_metrics_in_unit_interval_and_match_brute_force(data, users, k_max):
+    hits = np.array(data.draw(st.lists(st.lists(st.booleans(), min_size=k_max, max_size=k_max),
+                                       min_size=users, max_size=users)), bool)
+    targets = np.array([data.draw(st.integers(max(1, int(h.sum())), 10)) for h in hits])
+    ks = sorted(set(data.draw(st.lists(st.integers(1, k_max), min_size=1, max_size=3))))
+    out = ranking_metrics(hits, targets, ks)
+    for k in ks:
+        recall = np.mean([h[:k].sum() / t for h, t in zip(hits, targets)])
+        dcg = [sum(1 / np.log2(r + 2) for r in range(k) if h[r]) for h in hits]
+        idcg = [sum(1 / np.log2(r + 2) for r in range(min(t, k))) for t in targets]
+        assert out[f"recall@{k}"] == pytest.approx(recall)
+        assert out[f"ndcg@{k}"] == pytest.approx(np.mean(np.array(dcg) / np.array(idcg)))
+        for name in ("recall", "precision", "ndcg"):
+            assert 0.0 <= out[f"{name}@{k}"] <= 1.0 + 1e-12
