@@ -181,6 +181,8 @@ def load_data():
     for note in data.notes:
         logging.warning("%s", note)
         print(f"WARNING: {note}", file=sys.stderr)
+    _check(max(parse_ks()) <= data.num_items,
+           f"--ks: K={max(parse_ks())} exceeds the number of items ({data.num_items})")
     _check(FLAGS.knn_k < data.num_items or FLAGS.model in ("bprmf", "lightgcn"),
            f"--knn_k must be < the number of items ({data.num_items}), got {FLAGS.knn_k}")
     return data

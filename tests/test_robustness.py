@@ -130,3 +130,66 @@ def test_metrics_in_unit_interval_and_match_brute_force(data, users, k_max):
         assert out[f"ndcg@{k}"] == pytest.approx(np.mean(np.array(dcg) / np.array(idcg)))
         for name in ("recall", "precision", "ndcg"):
             assert 0.0 <= out[f"{name}@{k}"] <= 1.0 + 1e-12
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model=vlattice", "--knn_k=900"], "--knn_k must be < the number of items (900)"),
+    (["--model=ibmrec", "--sigma2_fib=0"], "--sigma2_fib must be > 0"),
+    (["--model=ibmrec", "--sigma2_gib=-1"], "--sigma2_gib must be > 0"),
+    (["--ks=0,20"], "--ks values must be >= 1"),
+    (["--export_top_k=0"], "--export_top_k must be >= 1"),
+    (["--ks=20,5000"], "--ks: K=5000 exceeds the number of items (900)"),
+    (["--model=vbpr", "--fib"], "--fib applies to --model=ibmrec only"),
+    (["--model=ibmrec", "--backbone=vbpr", "--gib"], "GIB does not apply to backbone 'vbpr'"),
+])
+def test_flag_values_out_of_range(tmp_path, args, message):
+    proc = subprocess.run(TRAIN + [f"--model_dir={tmp_path / 'm'}", *args], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    assert message in proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr
+
+
+def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+    import keras
+    from ibmrec_tf import training
+    from ibmrec_tf.data import make_synthetic
+    from ibmrec_tf.models import ModelConfig, build_model
+
+    ds = make_synthetic(seed=0, num_users=60, num_items=40, interactions_per_user=6)
+    keras.utils.set_random_seed(0)
+    model = build_model("bprmf", ds, ModelConfig(embedding_dim=4))
+    config = training.TrainConfig(epochs=1, batch_size=64, ks=(10, 20), verbose=0)
+    trainer = training.Trainer(model, ds, config, str(tmp_path))
+    trainer.fit()
+    latest = tmp_path / "checkpoints" / training.LATEST
+    before = latest.read_bytes()
+
+    def crash(file, **arrays):  # dies half-way through writing
+        file.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.np, "savez", crash)
+    trainer.config = training.TrainConfig(epochs=2, batch_size=64, ks=(10, 20), verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert latest.read_bytes() == before
+    with np.load(latest) as state:
+        assert json.loads(state["trainer_state"].tobytes().decode())["epoch"] == 1
+
+
+def test_evaluate_warns_when_data_changed(tmp_path):
+    # 10 users x 60 items; user u has items 6u..6u+5: 4 train, 1 valid, 1 test.
+    rows = [(u, 6 * u + j, [0, 0, 0, 0, 1, 2][j]) for u in range(10) for j in range(6)]
+    write_inter(tmp_path / "data" / "tiny", "tiny", rows)
+    model_dir = tmp_path / "m"
+    subprocess.run([sys.executable, "-m", "runners.train", f"--data_dir={tmp_path / 'data'}",
+                    "--dataset=tiny", "--model=bprmf", "--epochs=1", f"--model_dir={model_dir}"],
+                   cwd=ROOT, env=_env(), check=True, capture_output=True, timeout=600)
+    same = subprocess.run([sys.executable, "-m", "runners.evaluate", f"--model_dir={model_dir}"],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert same.returncode == 0 and "differs" not in same.stderr
+    write_inter(tmp_path / "data" / "tiny", "tiny", rows[:-1] + [(9, 20, 2)])
+    changed = subprocess.run([sys.executable, "-m", "runners.evaluate", f"--model_dir={model_dir}"],
+                             cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert "WARNING: data in" in changed.stderr and "tiny.inter" in changed.stderr
