@@ -102,3 +102,19 @@ def test_bad_data_file_exit_2(tmp_path):
                check=False)
     assert proc.returncode == 2
     assert "bad.inter:15: 'oops' is not a non-negative integer" in proc.stderr
+
+
+def test_prepare_data_writes_labelled_standins(tmp_path):
+    rows = [(u, 6 * u + j, [0, 0, 0, 0, 1, 2][j]) for u in range(10) for j in range(6)]
+    write_inter(tmp_path / "src" / "d", "d", rows)
+    out = tmp_path / "out"
+    run("prepare_data", f"--data_dir={tmp_path / 'src'}", "--dataset=d", f"--out_dir={out}",
+        "--standin_dims=image:7,text:3")
+    feats = np.load(out / "d" / "image_feat.npy")
+    assert feats.shape == (60, 7) and feats.dtype == np.float32
+    assert (out / "d" / "STAND_IN_FEATURES").exists() and (out / "d" / "d.inter").is_symlink()
+    proc = run("train", f"--data_dir={out}", "--dataset=d", "--model=vbpr", "--epochs=1",
+               f"--model_dir={tmp_path / 'm'}")
+    assert "STAND-IN item features" in proc.stderr and "STAND-IN item features" in proc.stdout
+    notes = json.loads((tmp_path / "m" / "metrics.json").read_text())["notes"]
+    assert notes and "STAND-IN" in notes[0]
