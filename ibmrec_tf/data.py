@@ -252,6 +252,13 @@ def read_features(folder: str, modalities: Sequence[str] | None) -> dict[str, np
 
 def read_feature_file(path: str) -> np.ndarray:
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror}") from None
+    if magic != b"\x93NUMPY":
+        raise DataError(f"{path}: not a .npy file (it does not start with the NumPy header)")
+    try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: not a valid .npy array file ({str(e).splitlines()[0]})") from None

@@ -99,7 +99,7 @@ def test_bad_features_rejected(tiny_dir):
     with pytest.raises(DataError, match="expected a 2-D"):
         load_dataset(str(tiny_dir), "tiny")
     (folder / "image_feat.npy").write_bytes(b"not an npy file")
-    with pytest.raises(DataError, match="not a valid .npy"):
+    with pytest.raises(DataError, match="not a .npy file"):
         load_dataset(str(tiny_dir), "tiny")
 
 
