@@ -390,6 +390,26 @@ def make_synthetic(*, num_users: int = 1200, num_items: int = 900, latent_dim: i
     return _assemble("synthetic", splits, features, source=name, where=name)
 
 
+def with_noise_dims(dataset: Dataset, dims: int, *, seed: int = 0) -> Dataset:
+    """A copy whose every modality has ``dims`` extra columns of seeded irrelevant noise.
+
+    The noise is ``N(0, s^2)`` with ``s`` the modality's own feature standard deviation, so it
+    is as loud as the real features but carries no preference signal (the irrelevant-feature
+    experiment).
+    """
+    if dims < 0:
+        raise ValueError(f"dims must be >= 0, got {dims}")
+    if dims == 0:
+        return dataset
+    rng = np.random.default_rng([seed, 7919])
+    features = {}
+    for modality, feats in dataset.features.items():
+        noise = rng.standard_normal((feats.shape[0], dims), dtype=np.float32) * float(feats.std())
+        features[modality] = np.concatenate([feats, noise], axis=1)
+    note = f"each modality has {dims} appended dimensions of seeded noise (seed {seed})"
+    return dataclasses.replace(dataset, features=features, notes=dataset.notes + (note,))
+
+
 def get_dataset(name: str, data_dir: str, *, modalities: Sequence[str] | None = None,
                 fmt: str = "auto", seed: int = 0) -> Dataset:
     """``'synthetic'`` builds the built-in dataset; any other name is loaded from ``data_dir``."""

@@ -49,6 +49,8 @@ flags.DEFINE_enum("data_format", "auto", ["auto", "inter", "json"],
                   "Interactions file: <dataset>.inter, 5-core/*.json, or auto (.inter if present).")
 flags.DEFINE_list("modalities", None,
                   "Item feature modalities to read (<modality>_feat.npy); default: all present.")
+flags.DEFINE_integer("feature_noise_dims", 0, "Append this many seeded noise dimensions to every "
+                     "modality (the irrelevant-feature experiment).")
 flags.DEFINE_string("model_dir", None, "Output folder: flags, checkpoints, logs, metrics, export.")
 flags.DEFINE_boolean("overwrite", False, "Delete an existing --model_dir and start afresh.")
 flags.DEFINE_boolean("resume", False, "Continue training from the checkpoint in --model_dir.")
@@ -94,7 +96,7 @@ flags.DEFINE_list("ks", ["10", "20", "50"], "Cut-offs K of Recall/Precision/NDCG
 flags.DEFINE_integer("eval_batch_size", 4096, "Users per full-ranking evaluation batch.")
 flags.DEFINE_integer("export_top_k", 50, "K of the SavedModel's serving_default signature.")
 
-OWN_FLAGS = ["dataset", "data_dir", "data_format", "modalities", "model_dir", "seed", "model",
+OWN_FLAGS = ["dataset", "data_dir", "data_format", "modalities", "feature_noise_dims", "model_dir", "seed", "model",
              "embedding_dim", "n_layers", "reg_weight", "init_stddev", "knn_k", "item_layers",
              "projection_layers", "projection_activation", "backbone", "fib", "gib", "second_stage",
              "alpha", "sigma2_fib", "beta", "sigma2_gib", "tau", "mask_temperature", "hard_mask",
@@ -114,6 +116,7 @@ def _check(condition: bool, message: str) -> None:
 def check_flags() -> None:
     """Bounds every numeric flag; raises UsageError naming the flag."""
     f = FLAGS
+    _check(f.feature_noise_dims >= 0, f"--feature_noise_dims must be >= 0, got {f.feature_noise_dims}")
     _check(f.embedding_dim >= 1, f"--embedding_dim must be >= 1, got {f.embedding_dim}")
     _check(0 <= f.n_layers <= 16, f"--n_layers must be in [0, 16], got {f.n_layers}")
     _check(f.reg_weight >= 0, f"--reg_weight must be >= 0, got {f.reg_weight}")
@@ -174,10 +177,11 @@ def train_config():
 
 
 def load_data():
-    from ibmrec_tf.data import get_dataset
+    from ibmrec_tf.data import get_dataset, with_noise_dims
 
     data = get_dataset(FLAGS.dataset, FLAGS.data_dir, modalities=FLAGS.modalities,
                        fmt=FLAGS.data_format, seed=FLAGS.seed)
+    data = with_noise_dims(data, FLAGS.feature_noise_dims, seed=FLAGS.seed)
     for note in data.notes:
         logging.warning("%s", note)
         print(f"WARNING: {note}", file=sys.stderr)
