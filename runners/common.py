@@ -122,6 +122,8 @@ def _check(condition: bool, message: str) -> None:
 def check_flags() -> None:
     """Bounds every numeric flag; raises UsageError naming the flag."""
     f = FLAGS
+    _check(f.intra_op_threads >= 0 and f.inter_op_threads >= 0,
+           "--intra_op_threads and --inter_op_threads must be >= 0")
     _check(f.feature_noise_dims >= 0, f"--feature_noise_dims must be >= 0, got {f.feature_noise_dims}")
     _check(f.embedding_dim >= 1, f"--embedding_dim must be >= 1, got {f.embedding_dim}")
     _check(0 <= f.n_layers <= 16, f"--n_layers must be in [0, 16], got {f.n_layers}")
@@ -214,6 +216,14 @@ def flags_text(names=None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def configure_tensorflow() -> None:
+    """Sizes TensorFlow's thread pools; call once, after the checks, before any TensorFlow op."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
+
+
 def adopt_saved_flags(model_dir: str) -> None:
     """Sets every flag recorded in ``<model_dir>/flags.cfg`` that the command line did not set."""
     path = os.path.join(model_dir, "flags.cfg")
@@ -248,13 +258,7 @@ def run(main: Callable) -> None:
 
         if not FLAGS["verbosity"].present:
             absl_logging.set_verbosity(absl_logging.WARNING)
-        if FLAGS.intra_op_threads < 0 or FLAGS.inter_op_threads < 0:
-            print("error: --intra_op_threads and --inter_op_threads must be >= 0", file=sys.stderr)
-            sys.exit(2)
-        import tensorflow as tf  # the thread pools must be sized before TensorFlow starts them
 
-        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
         try:
             return main(argv)
         except (UsageError, DataError, FileExistsError) as e:

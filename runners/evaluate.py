@@ -35,6 +35,7 @@ def main(argv):
         raise common.UsageError(f"{saved_model}: no saved_model.pb (was the training finished?)")
     data = common.load_data()
 
+    common.configure_tensorflow()
     from ibmrec_tf import data as data_lib, export
     from ibmrec_tf.evaluation import Evaluator
 

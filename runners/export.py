@@ -28,6 +28,7 @@ def main(argv):
         raise common.UsageError(f"{best}: not found (no epoch finished yet?)")
     data = common.load_data()
 
+    common.configure_tensorflow()
     from ibmrec_tf import export
     from ibmrec_tf.models import build_model
     from ibmrec_tf.training import load_weights

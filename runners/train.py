@@ -64,6 +64,7 @@ def main(argv):
     data = common.load_data()
     prepare_model_dir(model_dir, overwrite=FLAGS.overwrite, resume=FLAGS.resume)
 
+    common.configure_tensorflow()
     import keras
     from ibmrec_tf import __version__, data as data_lib, export
     from ibmrec_tf.models import build_model

@@ -121,11 +121,11 @@ def test_prepare_data_writes_labelled_standins(tmp_path):
 
 
 def test_benchmark_noise_study_writes_json_and_table(tmp_path):
-    proc = run("benchmark", "--study=noise", "--noise_dims=0,16", "--seeds=1", "--epochs=1",
+    proc = run("benchmark", "--study=noise", "--noise_dims=16", "--seeds=1", "--epochs=1",
                "--dataset=synthetic", "--n_layers=1", f"--bench_dir={tmp_path}")
     payload = json.loads((tmp_path / "noise.json").read_text())
     labels = [r["label"] for r in payload["runs"]]
-    assert labels == ["vlattice D=0", "ibmrec D=0", "vlattice D=16", "ibmrec D=16"]
+    assert labels == ["vlattice D=16", "ibmrec D=16"]
     noisy = [r for r in payload["runs"] if r["label"] == "ibmrec D=16"][0]
     assert any("16 appended dimensions" in n for n in noisy["notes"])
     assert "| ibmrec D=16 | 1 |" in proc.stdout and (tmp_path / "noise.md").exists()
