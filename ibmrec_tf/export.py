@@ -48,16 +48,19 @@ class ServingModule(tf.Module):
         with tf.control_dependencies(checks):
             return tf.identity(user_ids)
 
+    def _scores(self, checked_ids):
+        return tf.matmul(tf.gather(self.user_embeddings, checked_ids), self.item_embeddings,
+                         transpose_b=True)
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user_ids")])
     def score_all(self, user_ids):
-        user_ids = self._checked(user_ids)
-        scores = tf.matmul(tf.gather(self.user_embeddings, user_ids), self.item_embeddings,
-                           transpose_b=True)
-        return {"scores": scores}
+        return {"scores": self._scores(self._checked(user_ids))}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="user_ids")])
     def recommend(self, user_ids):
-        scores = self.score_all(user_ids)["scores"]
+        # Every use of the ids goes through the checked tensor, so no gather can run first.
+        user_ids = self._checked(user_ids)
+        scores = self._scores(user_ids)
         history = tf.gather(tf.RaggedTensor.from_row_splits(self.train_items, self.train_row_splits),
                             user_ids)
         index = tf.stack([history.value_rowids(), history.flat_values], axis=1)
