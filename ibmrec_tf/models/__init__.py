@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ibmrec_tf.data import Dataset, DataError
-from ibmrec_tf.models.base import ModelConfig, Recommender, public_terms
+from ibmrec_tf.models.base import ModelConfig, Recommender
 from ibmrec_tf.models.cf import BPRMF, LightGCN
 from ibmrec_tf.models.ibmrec import IBMRec
 from ibmrec_tf.models.multimodal import LATTICE, VBPR, VLATTICE, VLightGCN, MultimodalRecommender
@@ -31,4 +31,4 @@ def build_model(name: str, dataset: Dataset, config: ModelConfig) -> Recommender
 
 
 __all__ = ["MODELS", "build_model", "ModelConfig", "Recommender", "BPRMF", "LightGCN", "VBPR",
-           "VLightGCN", "LATTICE", "VLATTICE", "IBMRec", "MultimodalRecommender", "public_terms"]
+           "VLightGCN", "LATTICE", "VLATTICE", "IBMRec", "MultimodalRecommender"]

@@ -133,8 +133,7 @@ class Recommender(keras.Model):
         reg = self.config.reg_weight * losses.l2_loss(
             [out["user_ego"], tf.gather(out["item_ego"], pos_rows),
              tf.gather(out["item_ego"], neg_rows)], tf.shape(batch["user"])[0])
-        return {"loss": bpr + reg, "bpr": bpr, "reg": reg, "_out": out,
-                "_pos_rows": pos_rows, "_neg_rows": neg_rows}
+        return {"loss": bpr + reg, "bpr": bpr, "reg": reg}
 
     def create_optimizers(self, learning_rate: float) -> dict:
         """Creates and builds the optimizers (name -> optimizer) this model trains with."""
@@ -152,8 +151,9 @@ class Recommender(keras.Model):
             terms = self.compute_losses(batch, training=True)
         variables = self.trainable_variables
         grads = tape.gradient(terms["loss"], variables)
-        self._optimizers["main"].apply_gradients(zip(grads, variables))
-        return public_terms(terms)
+        self._optimizers["main"].apply_gradients(
+            [(g, v) for g, v in zip(grads, variables) if g is not None])
+        return terms
 
     def get_config(self):
         return {"num_users": self.num_users, "num_items": self.num_items,
@@ -172,6 +172,3 @@ def node_rows(num_users: int, num_items: int, users=None, items=None):
     return users, items + num_users
 
 
-def public_terms(terms: dict) -> dict:
-    """The scalar loss terms of a :meth:`Recommender.compute_losses` dict (no ``_`` entries)."""
-    return {k: v for k, v in terms.items() if not k.startswith("_")}

@@ -175,12 +175,7 @@ class IBMRec(Recommender):
         return losses.info_nce(user_content, z_items, self.config.tau, labels=labels)
 
     def train_step(self, batch):
-        with tf.GradientTape() as tape:
-            terms = self.compute_losses(batch, training=True)
-        variables = self.trainable_variables
-        grads = tape.gradient(terms["loss"], variables)
-        self._optimizers["main"].apply_gradients(
-            [(g, v) for g, v in zip(grads, variables) if g is not None])
+        terms = super().train_step(batch)  # the first update: L1 on every variable
         if self.use_second_stage:
             second_vars = self.second_stage_variables()
             with tf.GradientTape() as tape:
@@ -188,4 +183,4 @@ class IBMRec(Recommender):
             grads = tape.gradient(nce, second_vars)
             self._optimizers["second_stage"].apply_gradients(zip(grads, second_vars))
             terms["infonce"] = nce
-        return {k: v for k, v in terms.items() if not k.startswith("_")}
+        return terms
