@@ -410,6 +410,23 @@ def with_noise_dims(dataset: Dataset, dims: int, *, seed: int = 0) -> Dataset:
     return dataclasses.replace(dataset, features=features, notes=dataset.notes + (note,))
 
 
+def with_train_fraction(dataset: Dataset, fraction: float, *, seed: int = 0) -> Dataset:
+    """A copy keeping a seeded random ``fraction`` of the training interactions.
+
+    Valid and test stay whole (the scaling benchmark grows the training set only). Users left
+    without training items are simply not trained on; evaluation still ranks for them.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return dataset
+    rng = np.random.default_rng([seed, 104729])
+    keep = np.sort(rng.permutation(len(dataset.train))[:max(1, round(fraction * len(dataset.train)))])
+    note = (f"training interactions subsampled to {fraction:g} ({len(keep)} of "
+            f"{len(dataset.train)}, seed {seed})")
+    return dataclasses.replace(dataset, train=dataset.train[keep], notes=dataset.notes + (note,))
+
+
 def get_dataset(name: str, data_dir: str, *, modalities: Sequence[str] | None = None,
                 fmt: str = "auto", seed: int = 0) -> Dataset:
     """``'synthetic'`` builds the built-in dataset; any other name is loaded from ``data_dir``."""
@@ -472,5 +489,18 @@ class TripletSampler:
         import tensorflow as tf  # deferred: data loading itself does not need TensorFlow
 
         users, positives, negatives = self.epoch_arrays(epoch)
-        ds = tf.data.Dataset.from_tensor_slices({"user": users, "pos": positives, "neg": negatives})
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        arrays = {"user": tf.constant(users), "pos": tf.constant(positives),
+                  "neg": tf.constant(negatives)}
+
+        def batch(index):
+            start = index * batch_size
+            return {name: values[start:start + batch_size] for name, values in arrays.items()}
+
+        # One slice per batch, and no tf.data autotuning or graph rewrites: with them, creating
+        # an epoch's iterator stalled now and then for up to 8 s (measured on Sports, where it
+        # doubled some LightGCN epochs, 20.6 s instead of 10.3 s). This pipeline needs neither.
+        steps = self.steps_per_epoch(batch_size)
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        options.experimental_optimization.apply_default_optimizations = False
+        return tf.data.Dataset.range(steps).map(batch).prefetch(2).with_options(options)

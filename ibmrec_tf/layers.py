@@ -53,7 +53,12 @@ class CSRGraph:
         return _csr_ops.CSRSparseMatrix(sparse)._matrix
 
     def matmul(self, x, rows=None):
-        """``(A @ x)[rows]`` with the exact gradient ``A^T @ upstream`` (``A`` itself if symmetric)."""
+        """``(A @ x)[rows]`` with the exact gradient ``A^T @ upstream`` (``A`` itself if symmetric).
+
+        The product is computed for every row and then gathered: restricting it to a batch's
+        rows was measured slower on TikTok and Sports (a batch's users and items are the
+        heavy ones, and their entries are a large part of the graph).
+        """
         forward, backward = self._forward, self._backward
 
         @tf.custom_gradient
@@ -170,6 +175,20 @@ class GraphPropagation(keras.layers.Layer):
         return {**super().get_config(), "num_layers": self.num_layers, "combine": self.combine}
 
 
+@tf.custom_gradient
+def tall_matmul(x, kernel):
+    """``x @ kernel`` for a tall ``x`` (many rows), with a faster kernel gradient.
+
+    TensorFlow's own gradient computes ``x^T @ dy`` as ``matmul(x, dy, transpose_a=True)``, which
+    on CPU is 2-3x slower than ``(dy^T @ x)^T`` when ``x`` is tall and wide (all items' raw
+    features: 18,357 x 4,096 on Sports took 200-325 ms against 100 ms). The values are the same.
+    """
+    def grad(dy):
+        return (tf.matmul(dy, kernel, transpose_b=True),
+                tf.transpose(tf.matmul(dy, x, transpose_a=True)))
+    return tf.matmul(x, kernel), grad
+
+
 @keras.saving.register_keras_serializable(package="ibmrec_tf")
 class ModalityProjection(keras.layers.Layer):
     """One MLP per modality from raw features ``M^k`` to ``Z^k`` (Eq. 21).
@@ -186,13 +205,17 @@ class ModalityProjection(keras.layers.Layer):
       output_stddev: std of the normal initializer of the output layer's kernel (default:
         Glorot). With unit-norm inputs, ``s`` gives outputs of the scale of an ``N(0, s^2)``
         embedding.
+      fast_gradient: compute the kernels' gradients with :func:`tall_matmul` (same values,
+        faster for many rows); False uses TensorFlow's own matmul gradient.
 
     Call: a list of ``[n, input_dims[k]]`` tensors -> a list of ``[n, output_dim]`` tensors.
     """
 
     def __init__(self, *, input_dims, output_dim: int = 64, hidden_layers: int = 0,
-                 activation: str = "leaky_relu", output_stddev: float | None = None, **kwargs):
+                 activation: str = "leaky_relu", output_stddev: float | None = None,
+                 fast_gradient: bool = True, **kwargs):
         super().__init__(**kwargs)
+        self.fast_gradient = bool(fast_gradient)
         self.input_dims = [int(d) for d in input_dims]
         self.output_dim = int(output_dim)
         self.hidden_layers = int(hidden_layers)
@@ -219,8 +242,9 @@ class ModalityProjection(keras.layers.Layer):
 
     def project(self, k: int, features):
         out = features
-        for layer in self.mlps[k]:
-            out = layer(out)
+        matmul = tall_matmul if self.fast_gradient else tf.matmul
+        for layer in self.mlps[k]:  # the Dense layers hold the weights
+            out = layer.activation(matmul(out, tf.convert_to_tensor(layer.kernel)) + layer.bias)
         return out
 
     def call(self, features):
@@ -233,7 +257,7 @@ class ModalityProjection(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "input_dims": self.input_dims, "output_dim": self.output_dim,
                 "hidden_layers": self.hidden_layers, "activation": self.activation,
-                "output_stddev": self.output_stddev}
+                "output_stddev": self.output_stddev, "fast_gradient": self.fast_gradient}
 
 
 @keras.saving.register_keras_serializable(package="ibmrec_tf")

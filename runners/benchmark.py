@@ -9,17 +9,31 @@ common ones given here (so every run is what a user would get from that command)
 run's metrics.json) and <bench_dir>/<study>.md (mean and standard deviation over seeds of the
 test metrics of the epoch selected on validation) and prints the table.
 
+The noise, sensitivity and scaling studies also draw <study>.png when matplotlib is installed
+(pip install -e ".[plots]").
+
 Studies:
   models    BPR-MF, LightGCN, VBPR, VLightGCN, LATTICE, VLATTICE, IBMRec (paper Table 2)
   backbones each backbone with and without IBMRec's applicable terms (Table 3)
   ablation  IBMRec, w/o FIB, w/o GIB, w/o IB; and per modality (Table 4, Fig. 4)
   noise     VLATTICE and IBMRec with D extra seeded noise dimensions per modality
+  sensitivity  IBMRec over --alphas, --betas and --sigma2s (one changed at a time; sigma^2 for
+            FIB and GIB together), as in the paper's Fig. 5-6
+  speed     LightGCN, VLATTICE and IBMRec for --speed_epochs epochs, each in the fast and in the
+            straightforward formulation (--straightforward), one seed: median seconds per epoch
+            after the first, seconds per full-ranking evaluation, peak memory, speed-up ratio
+  scaling   IBMRec on --fractions of the training interactions, one seed: seconds per epoch
+            against the number of interactions
+
+    python -m runners.benchmark --study=speed --flagfile=flags/sports.cfg --data_dir=data/standin
+    python -m runners.benchmark --study=scaling --flagfile=flags/sports.cfg --data_dir=data/standin
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -29,11 +43,22 @@ from absl import flags
 
 from runners import common
 
-flags.DEFINE_enum("study", "models", ["models", "backbones", "ablation", "noise"], "Which study.")
+flags.DEFINE_enum("study", "models",
+                  ["models", "backbones", "ablation", "noise", "sensitivity", "speed", "scaling"],
+                  "Which study.")
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0 .. seeds-1).")
 flags.DEFINE_string("bench_dir", "runs/bench", "Where the runs and the tables go.")
 flags.DEFINE_list("noise_dims", ["0", "128", "512", "2048"], "noise study: extra dimensions D.")
+flags.DEFINE_integer("speed_epochs", 3, "speed and scaling studies: epochs per run (the "
+                     "first, which includes tracing, is left out of the median).")
+flags.DEFINE_list("fractions", ["0.25", "0.5", "1.0"], "scaling study: training fractions.")
+flags.DEFINE_list("alphas", ["0.1", "0.3", "1.0", "3.0"], "sensitivity study: FIB coefficients.")
+flags.DEFINE_list("betas", ["0.1", "0.5", "2.0", "5.0"], "sensitivity study: GIB coefficients.")
+flags.DEFINE_list("sigma2s", ["0.1", "0.2", "0.5", "1.0"],
+                  "sensitivity study: RBF widths sigma^2 (FIB and GIB together).")
 FLAGS = flags.FLAGS
+
+TIMING_STUDIES = ("speed", "scaling")
 
 def study_runs(study: str) -> list[tuple[str, list[str]]]:
     """``(label, extra flags)`` of every configuration of ``study``."""
@@ -61,6 +86,19 @@ def study_runs(study: str) -> list[tuple[str, list[str]]]:
             for model in ("vlattice", "ibmrec"):
                 runs.append((f"{model} D={d}", [f"--model={model}", f"--feature_noise_dims={d}"]))
         return runs
+    if study == "sensitivity":
+        return ([(f"alpha={a}", ["--model=ibmrec", f"--alpha={a}"]) for a in FLAGS.alphas]
+                + [(f"beta={b}", ["--model=ibmrec", f"--beta={b}"]) for b in FLAGS.betas]
+                + [(f"sigma2={v}", ["--model=ibmrec", f"--sigma2_fib={v}", f"--sigma2_gib={v}"])
+                   for v in FLAGS.sigma2s])
+    if study in TIMING_STUDIES:
+        epochs = [f"--epochs={FLAGS.speed_epochs}", f"--patience={FLAGS.speed_epochs + 1}"]
+        if study == "speed":
+            return [(f"{m}{' straightforward' if plain else ''}",
+                     [f"--model={m}", *epochs] + (["--straightforward"] if plain else []))
+                    for m in ("lightgcn", "vlattice", "ibmrec") for plain in (False, True)]
+        return [(f"ibmrec fraction={f}", ["--model=ibmrec", f"--train_fraction={f}", *epochs])
+                for f in FLAGS.fractions]
     raise common.UsageError(f"unknown study {study!r}")
 
 
@@ -96,27 +134,116 @@ def table(results: list[dict], keys=("recall@20", "precision@20", "ndcg@20")) ->
     return "\n".join(lines)
 
 
+def speed_table(results: list[dict]) -> str:
+    """Each model's fast and straightforward timings side by side, and their ratio."""
+    by_label = {r["label"]: r for r in results}
+    lines = ["| model | s/epoch | straightforward s/epoch | speed-up | s/evaluation | peak MB | "
+             "straightforward peak MB | epochs |", "|" + "---|" * 8]
+    for label, r in by_label.items():
+        if label.endswith(" straightforward"):
+            continue
+        plain = by_label.get(f"{label} straightforward")
+        ratio = plain["seconds_per_epoch"] / r["seconds_per_epoch"] if plain else float("nan")
+        lines.append(
+            f"| {label} | {r['seconds_per_epoch']:.2f} | "
+            f"{plain['seconds_per_epoch'] if plain else float('nan'):.2f} | {ratio:.2f}x | "
+            f"{r['eval_seconds']:.2f} | {r.get('peak_rss_mb', float('nan')):.0f} | "
+            f"{plain.get('peak_rss_mb', float('nan')) if plain else float('nan'):.0f} | "
+            f"{len(r.get('epoch_seconds', []))} |")
+    return "\n".join(lines)
+
+
+def scaling_table(results: list[dict]) -> str:
+    """Seconds per epoch against training interactions; linear growth keeps the last column flat."""
+    lines = ["| run | train interactions | s/epoch | s per 100k interactions | s/evaluation | peak MB |",
+             "|" + "---|" * 6]
+    for r in results:
+        count = r.get("train_interactions") or 0
+        per = r["seconds_per_epoch"] / count * 1e5 if count else float("nan")
+        lines.append(f"| {r['label']} | {count} | {r['seconds_per_epoch']:.2f} | {per:.2f} | "
+                     f"{r['eval_seconds']:.2f} | {r.get('peak_rss_mb', float('nan')):.0f} |")
+    return "\n".join(lines)
+
+
+def plot(study: str, results: list[dict], path: str) -> str | None:
+    """Draws the noise, sensitivity or scaling study as a PNG; returns its path (None if skipped)."""
+    if study not in ("noise", "sensitivity", "scaling"):
+        return None
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib is not installed: no plot; pip install -e \".[plots]\")")
+        return None
+
+    def series(prefix_of, value_of, metric, runs=None):
+        """``{series name: [(x, mean, std), ...]}`` over the runs' labels."""
+        groups: dict[str, dict[float, list[float]]] = {}
+        for r in results if runs is None else runs:
+            name, x = prefix_of(r["label"]), value_of(r)
+            groups.setdefault(name, {}).setdefault(x, []).append(metric(r))
+        return {name: sorted((x, statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
+                             for x, v in points.items()) for name, points in groups.items()}
+
+    if study == "noise":
+        panels = [("test recall@20", "noise dimensions D per modality", series(
+            lambda label: label.split(" ")[0], lambda r: float(r["label"].split("D=")[1]),
+            lambda r: r["test"]["recall@20"]), False)]
+    elif study == "sensitivity":
+        panels = [("test recall@20", name, series(
+            lambda label: "ibmrec", lambda r: float(r["label"].split("=")[1]),
+            lambda r: r["test"]["recall@20"], [r for r in results
+                                               if r["label"].startswith(name + "=")]), True)
+            for name in ("alpha", "beta", "sigma2")]
+    else:
+        panels = [("seconds per epoch", "training interactions", series(
+            lambda label: "ibmrec", lambda r: float(r["train_interactions"]),
+            lambda r: r["seconds_per_epoch"]), False)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, (ylabel, xlabel, lines, log_x) in zip(axes[0], panels):
+        for name, points in lines.items():
+            xs, ys, sd = zip(*points)
+            ax.errorbar(xs, ys, yerr=sd, marker="o", capsize=3, label=name)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv):
     del argv
     common.check_flags()
     if FLAGS.seeds < 1:
         raise common.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
     own = {"study", "seeds", "bench_dir", "noise_dims", "model", "model_dir", "seed", "overwrite",
-           "resume", "verbose"}
+           "resume", "verbose", "speed_epochs", "fractions", "alphas", "betas", "sigma2s"}
     common_flags = [FLAGS[name].serialize() for name in common.OWN_FLAGS
                     if FLAGS[name].present and name not in own]
     results = []
+    seeds = 1 if FLAGS.study in TIMING_STUDIES else FLAGS.seeds
     for label, extra in study_runs(FLAGS.study):
-        for seed in range(FLAGS.seeds):
+        for seed in range(seeds):
             results.append(run_one(label, extra, seed, common_flags))
     os.makedirs(FLAGS.bench_dir, exist_ok=True)
     out = os.path.join(FLAGS.bench_dir, FLAGS.study)
     with open(out + ".json", "w") as f:
         json.dump({"command": " ".join(sys.argv), "runs": results}, f, indent=2)
-    text = table(results)
+    text = {"speed": speed_table, "scaling": scaling_table}.get(FLAGS.study, table)(results)
+    machine = f"{os.cpu_count()} cores, {platform.machine()}, {platform.platform(terse=True)}"
     with open(out + ".md", "w") as f:
-        f.write(f"`{' '.join(sys.argv)}`\n\n{text}\n")
+        f.write(f"`{' '.join(sys.argv)}`\n\nmachine: {machine}\n\n{text}\n")
     print(text)
+    picture = plot(FLAGS.study, results, out + ".png")
+    if picture:
+        print(f"plot: {picture}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ flags.DEFINE_list("modalities", None,
                   "Item feature modalities to read (<modality>_feat.npy); default: all present.")
 flags.DEFINE_integer("feature_noise_dims", 0, "Append this many seeded noise dimensions to every "
                      "modality (the irrelevant-feature experiment).")
+flags.DEFINE_float("train_fraction", 1.0, "Keep this seeded fraction of the training "
+                   "interactions (the scaling benchmark); valid and test stay whole.")
 flags.DEFINE_string("model_dir", None, "Output folder: flags, checkpoints, logs, metrics, export.")
 flags.DEFINE_boolean("overwrite", False, "Delete an existing --model_dir and start afresh.")
 flags.DEFINE_boolean("resume", False, "Continue training from the checkpoint in --model_dir.")
@@ -75,6 +77,10 @@ flags.DEFINE_integer("projection_layers", 0,
                      "Hidden layers of each modality's projection MLP; 0 = one affine map.")
 flags.DEFINE_string("projection_activation", "leaky_relu", "Activation of the projection's hidden "
                     "layers (any Keras activation name).")
+flags.DEFINE_boolean("straightforward", False,
+                     "Train with the straightforward formulation: every node propagated and every "
+                     "item projected each step, then the batch's rows gathered. Same results, "
+                     "slower; the reference of the speed benchmark.")
 flags.DEFINE_enum("backbone", "vlattice", ["vbpr", "vlightgcn", "lattice", "vlattice"],
                   "IBMRec's backbone.")
 flags.DEFINE_boolean("fib", None, "IBMRec: feature-level information bottleneck (alpha * HSIC(Z, M)); "
@@ -102,11 +108,12 @@ flags.DEFINE_list("ks", ["10", "20", "50"], "Cut-offs K of Recall/Precision/NDCG
 flags.DEFINE_integer("eval_batch_size", 4096, "Users per full-ranking evaluation batch.")
 flags.DEFINE_integer("export_top_k", 50, "K of the SavedModel's serving_default signature.")
 
-OWN_FLAGS = ["dataset", "data_dir", "data_format", "modalities", "feature_noise_dims", "model_dir", "seed", "model",
+OWN_FLAGS = ["dataset", "data_dir", "data_format", "modalities", "feature_noise_dims",
+             "train_fraction", "model_dir", "seed", "model",
              "embedding_dim", "n_layers", "reg_weight", "init_stddev", "knn_k", "item_layers",
-             "projection_layers", "projection_activation", "backbone", "fib", "gib", "second_stage",
+             "projection_layers", "projection_activation", "straightforward", "backbone", "fib", "gib", "second_stage",
              "alpha", "sigma2_fib", "beta", "sigma2_gib", "tau", "mask_temperature", "hard_mask",
-             "masker_hidden", "hsic_items", "epochs",
+             "masker_hidden", "hsic_items", "intra_op_threads", "inter_op_threads", "epochs",
              "batch_size", "learning_rate", "patience", "ks", "eval_batch_size", "export_top_k"]
 
 
@@ -125,6 +132,7 @@ def check_flags() -> None:
     _check(f.intra_op_threads >= 0 and f.inter_op_threads >= 0,
            "--intra_op_threads and --inter_op_threads must be >= 0")
     _check(f.feature_noise_dims >= 0, f"--feature_noise_dims must be >= 0, got {f.feature_noise_dims}")
+    _check(0.0 < f.train_fraction <= 1.0, f"--train_fraction must be in (0, 1], got {f.train_fraction}")
     _check(f.embedding_dim >= 1, f"--embedding_dim must be >= 1, got {f.embedding_dim}")
     _check(0 <= f.n_layers <= 16, f"--n_layers must be in [0, 16], got {f.n_layers}")
     _check(f.reg_weight >= 0, f"--reg_weight must be >= 0, got {f.reg_weight}")
@@ -172,7 +180,7 @@ def model_config():
         fib=f.fib, gib=f.gib, second_stage=f.second_stage, alpha=f.alpha, sigma2_fib=f.sigma2_fib,
         beta=f.beta, sigma2_gib=f.sigma2_gib, tau=f.tau, mask_temperature=f.mask_temperature,
         hard_mask=f.hard_mask, masker_hidden=f.masker_hidden, backbone=f.backbone,
-        hsic_items=f.hsic_items)
+        hsic_items=f.hsic_items, straightforward=f.straightforward)
 
 
 def train_config():
@@ -185,11 +193,12 @@ def train_config():
 
 
 def load_data():
-    from ibmrec_tf.data import get_dataset, with_noise_dims
+    from ibmrec_tf.data import get_dataset, with_noise_dims, with_train_fraction
 
     data = get_dataset(FLAGS.dataset, FLAGS.data_dir, modalities=FLAGS.modalities,
                        fmt=FLAGS.data_format, seed=FLAGS.seed)
     data = with_noise_dims(data, FLAGS.feature_noise_dims, seed=FLAGS.seed)
+    data = with_train_fraction(data, FLAGS.train_fraction, seed=FLAGS.seed)
     for note in data.notes:
         logging.warning("%s", note)
         print(f"WARNING: {note}", file=sys.stderr)

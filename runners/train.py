@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import resource
 import shutil
 import sys
 
@@ -105,6 +106,9 @@ def main(argv):
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early, "seconds_per_epoch": result.seconds_per_epoch,
         "eval_seconds": result.eval_seconds, "valid": result.valid, "test": result.test,
+        "epoch_seconds": [round(t, 3) for t in trainer.state["train_seconds"]],
+        "train_interactions": int(len(data.train)),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "notes": list(data.notes)})
 
     ks = common.parse_ks()

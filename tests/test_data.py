@@ -161,3 +161,21 @@ def test_real_amazon_inter_and_json_agree(shared_data):
     assert (a.num_users, a.num_items) == (19445, 7050) and a.features == {}
     for split in data_lib.SPLITS:
         assert np.array_equal(np.unique(a.split(split), axis=0), np.unique(b.split(split), axis=0))
+
+
+def test_train_fraction_keeps_a_seeded_subset_of_train_only():
+    from ibmrec_tf.data import with_train_fraction
+
+    data = make_synthetic(seed=0, num_users=50, num_items=40, interactions_per_user=8)
+    half = with_train_fraction(data, 0.5, seed=3)
+    assert len(half.train) == round(0.5 * len(data.train))
+    kept = {tuple(p) for p in half.train}
+    assert kept <= {tuple(p) for p in data.train}
+    np.testing.assert_array_equal(half.valid, data.valid)
+    np.testing.assert_array_equal(half.test, data.test)
+    np.testing.assert_array_equal(with_train_fraction(data, 0.5, seed=3).train, half.train)
+    assert {tuple(p) for p in with_train_fraction(data, 0.5, seed=4).train} != kept
+    assert any("subsampled to 0.5" in n for n in half.notes)
+    assert with_train_fraction(data, 1.0) is data
+    with pytest.raises(ValueError, match="fraction"):
+        with_train_fraction(data, 0.0)

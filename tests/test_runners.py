@@ -130,3 +130,36 @@ def test_benchmark_noise_study_writes_json_and_table(tmp_path):
     assert any("16 appended dimensions" in n for n in noisy["notes"])
     assert "| ibmrec D=16 | 1 |" in proc.stdout and (tmp_path / "noise.md").exists()
     assert "--feature_noise_dims=16" in (tmp_path / "noise" / "vlattice_D=16-s0" / "flags.cfg").read_text()
+
+
+def test_benchmark_speed_study_pairs_fast_and_straightforward(tmp_path):
+    proc = run("benchmark", "--study=speed", "--speed_epochs=2", "--dataset=synthetic",
+               "--n_layers=1", f"--bench_dir={tmp_path}")
+    payload = json.loads((tmp_path / "speed.json").read_text())
+    labels = [r["label"] for r in payload["runs"]]
+    assert labels == ["lightgcn", "lightgcn straightforward", "vlattice",
+                      "vlattice straightforward", "ibmrec", "ibmrec straightforward"]
+    for r in payload["runs"]:
+        assert len(r["epoch_seconds"]) == 2 and r["peak_rss_mb"] > 0
+    plain = (tmp_path / "speed" / "ibmrec_straightforward-s0" / "flags.cfg").read_text()
+    assert "--straightforward" in plain.splitlines()
+    seconds = {r["label"]: r["seconds_per_epoch"] for r in payload["runs"]}
+    row = [line for line in proc.stdout.splitlines() if line.startswith("| ibmrec |")][0]
+    assert f"| {seconds['ibmrec straightforward'] / seconds['ibmrec']:.2f}x |" in row
+
+
+def test_benchmark_plots_noise_and_scaling(tmp_path):
+    pytest.importorskip("matplotlib")
+    from runners import benchmark
+
+    runs = [{"label": f"{m} D={d}", "seed": s, "test": {"recall@20": 0.1 - d / 1e4 + s / 100}}
+            for m in ("vlattice", "ibmrec") for d in (0, 128) for s in (0, 1)]
+    path = benchmark.plot("noise", runs, str(tmp_path / "noise.png"))
+    assert path and (tmp_path / "noise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    scaling = [{"label": f"ibmrec fraction={f}", "train_interactions": int(1000 * f),
+                "seconds_per_epoch": 2.0 * f, "eval_seconds": 0.1, "peak_rss_mb": 1.0}
+               for f in (0.25, 0.5, 1.0)]
+    assert benchmark.plot("scaling", scaling, str(tmp_path / "scaling.png"))
+    table = benchmark.scaling_table(scaling)
+    assert table.count("| 200.00 |") == 3  # 2 s per 1000 interactions at every size
+    assert benchmark.plot("models", runs, str(tmp_path / "models.png")) is None

@@ -23,6 +23,9 @@ class ModelConfig:
       item_layers: item-item propagation layers (LATTICE-based models).
       projection_layers: hidden layers of each modality MLP (0 = one affine map).
       projection_activation: activation of those hidden layers.
+      straightforward: training projects every item's features, even where only the batch's
+        items are used (VBPR, IBMRec without GIB), and takes TensorFlow's own matmul gradient
+        for the projection. Same values; slower. The reference for tests and the speed benchmark.
 
     Information-bottleneck fields (IBMRec):
       backbone: IBMRec's backbone (vbpr, vlightgcn, lattice, vlattice).
@@ -46,6 +49,7 @@ class ModelConfig:
     item_layers: int = 1
     projection_layers: int = 0
     projection_activation: str = "leaky_relu"
+    straightforward: bool = False
     backbone: str = "vlattice"
     fib: bool | None = None
     gib: bool | None = None

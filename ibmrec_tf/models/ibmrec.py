@@ -114,8 +114,9 @@ class IBMRec(Recommender):
 
     def _forward(self, users, items, training):
         backbone = self.backbone
-        z_all = backbone.content_features() if backbone.projection is not None else None
-        extras = {"z_all": z_all}
+        # The masker reads every item's Z; without GIB the backbone projects what it needs.
+        z_all = backbone.content_features() if self.use_gib else None
+        extras = {}
         mask = None
         if self.use_gib:
             logits = self.edge_keep_logits(z_all)
@@ -138,10 +139,13 @@ class IBMRec(Recommender):
             tf.minimum(tf.shape(items)[0], self.config.hsic_items)
         hsic_items = items[:n]  # distinct, in the shuffled batch's order
         if self.use_fib:
+            # The items' ego rows are [q_i, z^1_i, ..., z^K_i].
+            d = self.config.embedding_dim
+            ego = out["item_ego"][:n]
             hsic = tf.add_n([
-                losses.hsic_rbf(tf.gather(z, hsic_items), tf.gather(m, hsic_items),
+                losses.hsic_rbf(ego[:, d * (k + 1):d * (k + 2)], tf.gather(m, hsic_items),
                                 self.config.sigma2_fib)
-                for z, m in zip(extras["z_all"], self.backbone.raw_features)])
+                for k, m in enumerate(self.backbone.raw_features)])
             terms["hsic_fib"] = hsic
             terms["fib"] = self.config.alpha * hsic
             terms["loss"] = terms["loss"] + terms["fib"]

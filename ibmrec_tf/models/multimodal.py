@@ -64,7 +64,8 @@ class MultimodalRecommender(Recommender):
             self.projection = ModalityProjection(
                 input_dims=[f.shape[1] for f in self.raw_features], output_dim=d,
                 hidden_layers=config.projection_layers, activation=config.projection_activation,
-                output_stddev=config.init_stddev, name="projection")
+                output_stddev=config.init_stddev, fast_gradient=not config.straightforward,
+                name="projection")
             self.projection.build()
         if self.content:
             self.user_content = self._embedding(self.num_users, "C", dim=self.content_dim)
@@ -123,6 +124,15 @@ class MultimodalRecommender(Recommender):
         Besides the base class's entries, the output holds ``'item_base'`` (the items before the
         item-item term) and ``'item_ego_all'``, for :meth:`on_item_graph`.
         """
+        if (self.content and z_all is None and items is not None and not self.user_item_graph
+                and not self.item_item_graph and not self.config.straightforward):
+            # No graph (VBPR): only the batch's items need their features projected.
+            z_rows = self.projection([tf.gather(m, items) for m in self.raw_features])
+            user_ego = tf.concat([rows_of(self.user_embedding, users),
+                                  rows_of(self.user_content, users)], axis=1)
+            item_ego = tf.concat([tf.gather(self.item_embedding, items)] + z_rows, axis=1)
+            return {"user_ego": user_ego, "item_ego": item_ego, "users": user_ego,
+                    "item_base": item_ego, "items": item_ego}
         user_ego, item_ego = self.ego(z_all)
         out = {"user_ego": rows_of(user_ego, users), "item_ego": rows_of(item_ego, items),
                "item_ego_all": item_ego}
