@@ -49,6 +49,8 @@ flags.DEFINE_enum("study", "models",
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0 .. seeds-1).")
 flags.DEFINE_string("bench_dir", "runs/bench", "Where the runs and the tables go.")
 flags.DEFINE_list("noise_dims", ["0", "128", "512", "2048"], "noise study: extra dimensions D.")
+flags.DEFINE_boolean("report_only", False, "Launch nothing: tabulate the study's finished runs "
+                     "and list the missing ones.")
 flags.DEFINE_integer("speed_epochs", 3, "speed and scaling studies: epochs per run (the "
                      "first, which includes tracing, is left out of the median).")
 flags.DEFINE_list("fractions", ["0.25", "0.5", "1.0"], "scaling study: training fractions.")
@@ -105,6 +107,9 @@ def study_runs(study: str) -> list[tuple[str, list[str]]]:
 def run_one(label: str, extra: list[str], seed: int, common_flags: list[str]) -> dict:
     model_dir = os.path.join(FLAGS.bench_dir, FLAGS.study, f"{label.replace('/', '_').replace(' ', '_')}-s{seed}")
     metrics_path = os.path.join(model_dir, "metrics.json")
+    if FLAGS.report_only and not os.path.exists(metrics_path):
+        print(f"  {label} seed {seed}: not run yet", flush=True)
+        return None
     if not os.path.exists(metrics_path):
         cmd = [sys.executable, "-m", "runners.train", *common_flags, *extra, f"--seed={seed}",
                f"--model_dir={model_dir}", "--overwrite", "--verbose=0"]
@@ -197,9 +202,12 @@ def plot(study: str, results: list[dict], path: str) -> str | None:
                                                if r["label"].startswith(name + "=")]), True)
             for name in ("alpha", "beta", "sigma2")]
     else:
-        panels = [("seconds per epoch", "training interactions", series(
-            lambda label: "ibmrec", lambda r: float(r["train_interactions"]),
-            lambda r: r["seconds_per_epoch"]), False)]
+        lines = series(lambda label: "ibmrec", lambda r: r["train_interactions"] / 1000.0,
+                       lambda r: r["seconds_per_epoch"])
+        # The linear reference through the origin and the largest run.
+        x_max, y_max, _ = max(lines["ibmrec"])
+        lines["linear"] = [(0.0, 0.0, 0.0), (x_max, y_max, 0.0)]
+        panels = [("seconds per epoch", "training interactions (thousands)", lines, False)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     for ax, (ylabel, xlabel, lines, log_x) in zip(axes[0], panels):
         for name, points in lines.items():
@@ -224,22 +232,28 @@ def main(argv):
     if FLAGS.seeds < 1:
         raise common.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
     own = {"study", "seeds", "bench_dir", "noise_dims", "model", "model_dir", "seed", "overwrite",
-           "resume", "verbose", "speed_epochs", "fractions", "alphas", "betas", "sigma2s"}
+           "resume", "verbose", "speed_epochs", "fractions", "alphas", "betas", "sigma2s",
+           "report_only"}
     common_flags = [FLAGS[name].serialize() for name in common.OWN_FLAGS
                     if FLAGS[name].present and name not in own]
     results = []
     seeds = 1 if FLAGS.study in TIMING_STUDIES else FLAGS.seeds
     for label, extra in study_runs(FLAGS.study):
         for seed in range(seeds):
-            results.append(run_one(label, extra, seed, common_flags))
+            result = run_one(label, extra, seed, common_flags)
+            if result is not None:
+                results.append(result)
+    if not results:
+        raise common.UsageError(f"no finished runs of study {FLAGS.study} in {FLAGS.bench_dir}")
+    command = " ".join(a for a in sys.argv if a != "--report_only")
     os.makedirs(FLAGS.bench_dir, exist_ok=True)
     out = os.path.join(FLAGS.bench_dir, FLAGS.study)
     with open(out + ".json", "w") as f:
-        json.dump({"command": " ".join(sys.argv), "runs": results}, f, indent=2)
+        json.dump({"command": command, "runs": results}, f, indent=2)
     text = {"speed": speed_table, "scaling": scaling_table}.get(FLAGS.study, table)(results)
     machine = f"{os.cpu_count()} cores, {platform.machine()}, {platform.platform(terse=True)}"
     with open(out + ".md", "w") as f:
-        f.write(f"`{' '.join(sys.argv)}`\n\nmachine: {machine}\n\n{text}\n")
+        f.write(f"`{command}`\n\nmachine: {machine}\n\n{text}\n")
     print(text)
     picture = plot(FLAGS.study, results, out + ".png")
     if picture:

@@ -144,7 +144,8 @@ def test_sampler_negatives_never_train_items_and_are_reproducible():
     assert not np.array_equal(neg, sampler.epoch_arrays(2)[2])
     batches = list(sampler.epoch_dataset(1, 1000))
     assert len(batches) == sampler.steps_per_epoch(1000)
-    assert np.array_equal(np.concatenate([b["neg"].numpy() for b in batches]), neg)
+    for name, values in (("user", users), ("pos", pos), ("neg", neg)):
+        assert np.array_equal(np.concatenate([b[name].numpy() for b in batches]), values)
 
 
 def test_real_tiktok_loads(shared_data):

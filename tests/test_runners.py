@@ -130,6 +130,12 @@ def test_benchmark_noise_study_writes_json_and_table(tmp_path):
     assert any("16 appended dimensions" in n for n in noisy["notes"])
     assert "| ibmrec D=16 | 1 |" in proc.stdout and (tmp_path / "noise.md").exists()
     assert "--feature_noise_dims=16" in (tmp_path / "noise" / "vlattice_D=16-s0" / "flags.cfg").read_text()
+    # --report_only tabulates the finished runs and launches nothing.
+    report = run("benchmark", "--study=noise", "--noise_dims=16,32", "--seeds=1", "--epochs=1",
+                 "--dataset=synthetic", "--n_layers=1", f"--bench_dir={tmp_path}", "--report_only")
+    assert "vlattice D=32 seed 0: not run yet" in report.stdout
+    assert "| ibmrec D=16 | 1 |" in report.stdout and "| ibmrec D=32" not in report.stdout
+    assert not (tmp_path / "noise" / "vlattice_D=32-s0").exists()
 
 
 def test_benchmark_speed_study_pairs_fast_and_straightforward(tmp_path):
