@@ -24,9 +24,14 @@ Studies:
             after the first, seconds per full-ranking evaluation, peak memory, speed-up ratio
   scaling   IBMRec on --fractions of the training interactions, one seed: seconds per epoch
             against the number of interactions
+  eval      the full-ranking evaluator alone (in this process, no training): seconds per
+            evaluation of the test users with random embeddings of each of --eval_dims, for
+            each of --eval_batch_sizes, next to the seconds its score products alone take
+            (the part no ranking method avoids)
 
     python -m runners.benchmark --study=speed --flagfile=flags/sports.cfg --data_dir=data/standin
     python -m runners.benchmark --study=scaling --flagfile=flags/sports.cfg --data_dir=data/standin
+    python -m runners.benchmark --study=eval --flagfile=flags/sports.cfg --data_dir=data/standin
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ from absl import flags
 from runners import common
 
 flags.DEFINE_enum("study", "models",
-                  ["models", "backbones", "ablation", "noise", "sensitivity", "speed", "scaling"],
+                  ["models", "backbones", "ablation", "noise", "sensitivity", "speed", "scaling",
+                   "eval"],
                   "Which study.")
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0 .. seeds-1).")
 flags.DEFINE_string("bench_dir", "runs/bench", "Where the runs and the tables go.")
@@ -58,6 +64,11 @@ flags.DEFINE_list("alphas", ["0.1", "0.3", "1.0", "3.0"], "sensitivity study: FI
 flags.DEFINE_list("betas", ["0.1", "0.5", "2.0", "5.0"], "sensitivity study: GIB coefficients.")
 flags.DEFINE_list("sigma2s", ["0.1", "0.2", "0.5", "1.0"],
                   "sensitivity study: RBF widths sigma^2 (FIB and GIB together).")
+flags.DEFINE_list("eval_dims", ["64", "192"], "eval study: embedding dimensions (64: LightGCN; "
+                  "192: VLATTICE and IBMRec with two modalities).")
+flags.DEFINE_list("eval_batch_sizes", ["256", "1024", "4096"],
+                  "eval study: users per evaluation batch (--eval_batch_size of a run).")
+flags.DEFINE_integer("eval_repeats", 3, "eval study: timed repeats (after one untimed).")
 FLAGS = flags.FLAGS
 
 TIMING_STUDIES = ("speed", "scaling")
@@ -226,6 +237,63 @@ def plot(study: str, results: list[dict], path: str) -> str | None:
     return path
 
 
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # traces
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def eval_study() -> list[dict]:
+    """Times :class:`Evaluator` on the dataset's test users for each dimension and batch size."""
+    import numpy as np
+    import tensorflow as tf
+    from ibmrec_tf.evaluation import Evaluator
+
+    common.configure_tensorflow()
+    data = common.load_data()
+    rng = np.random.default_rng(0)
+    rows = []
+    for dim in (int(d) for d in FLAGS.eval_dims):
+        users = tf.constant(rng.normal(size=(data.num_users, dim)).astype(np.float32))
+        items = tf.constant(rng.normal(size=(data.num_items, dim)).astype(np.float32))
+        for batch_size in (int(b) for b in FLAGS.eval_batch_sizes):
+            evaluator = Evaluator(data, "test", ks=common.parse_ks(), batch_size=batch_size)
+            ids = [tf.constant(evaluator.users[s:s + batch_size].astype(np.int32))
+                   for s in range(0, len(evaluator.users), batch_size)]
+
+            @tf.function(reduce_retracing=True)
+            def products(batch):
+                scores = tf.matmul(tf.gather(users, batch), items, transpose_b=True)
+                return scores[:, 0]  # the whole product is computed; a column comes back
+
+            def all_products():
+                for batch in ids:
+                    products(batch).numpy()
+
+            full = _median_seconds(lambda: evaluator.evaluate(users, items), FLAGS.eval_repeats)
+            part = _median_seconds(all_products, FLAGS.eval_repeats)
+            rows.append({"label": f"d={dim} batch={batch_size}", "dim": dim,
+                         "batch_size": batch_size, "users": int(len(evaluator.users)),
+                         "items": int(data.num_items), "eval_seconds": full,
+                         "products_seconds": part})
+            print(f"  d={dim} batch={batch_size}: {full:.2f} s", flush=True)
+    return rows
+
+
+def eval_table(results: list[dict]) -> str:
+    lines = ["| d | users per batch | users | items | s/evaluation | score products alone s | "
+             "rest (masking, top-K, metrics) s |", "|" + "---|" * 7]
+    for r in results:
+        lines.append(f"| {r['dim']} | {r['batch_size']} | {r['users']} | {r['items']} | "
+                     f"{r['eval_seconds']:.2f} | {r['products_seconds']:.2f} | "
+                     f"{r['eval_seconds'] - r['products_seconds']:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv):
     del argv
     common.check_flags()
@@ -233,16 +301,21 @@ def main(argv):
         raise common.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
     own = {"study", "seeds", "bench_dir", "noise_dims", "model", "model_dir", "seed", "overwrite",
            "resume", "verbose", "speed_epochs", "fractions", "alphas", "betas", "sigma2s",
-           "report_only"}
+           "report_only", "eval_dims", "eval_batch_sizes", "eval_repeats"}
     common_flags = [FLAGS[name].serialize() for name in common.OWN_FLAGS
                     if FLAGS[name].present and name not in own]
     results = []
     seeds = 1 if FLAGS.study in TIMING_STUDIES else FLAGS.seeds
-    for label, extra in study_runs(FLAGS.study):
-        for seed in range(seeds):
-            result = run_one(label, extra, seed, common_flags)
-            if result is not None:
-                results.append(result)
+    if FLAGS.study == "eval":
+        if FLAGS.report_only:
+            raise common.UsageError("the eval study keeps no runs to report; run it")
+        results = eval_study()
+    else:
+        for label, extra in study_runs(FLAGS.study):
+            for seed in range(seeds):
+                result = run_one(label, extra, seed, common_flags)
+                if result is not None:
+                    results.append(result)
     if not results:
         raise common.UsageError(f"no finished runs of study {FLAGS.study} in {FLAGS.bench_dir}")
     command = " ".join(a for a in sys.argv if a != "--report_only")
@@ -254,7 +327,8 @@ def main(argv):
         keys = tuple(f"{m}@{k}" for m in ("recall", "precision", "ndcg") for k in (10, 20, 50))
         text = table(results, keys=keys)
     else:
-        text = {"speed": speed_table, "scaling": scaling_table}.get(FLAGS.study, table)(results)
+        text = {"speed": speed_table, "scaling": scaling_table,
+                "eval": eval_table}.get(FLAGS.study, table)(results)
     machine = f"{os.cpu_count()} cores, {platform.machine()}, {platform.platform(terse=True)}"
     with open(out + ".md", "w") as f:
         f.write(f"`{command}`\n\nmachine: {machine}\n\n{text}\n")

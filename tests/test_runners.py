@@ -169,3 +169,21 @@ def test_benchmark_plots_noise_and_scaling(tmp_path):
     table = benchmark.scaling_table(scaling)
     assert table.count("| 200.00 |") == 3  # 2 s per 1000 interactions at every size
     assert benchmark.plot("models", runs, str(tmp_path / "models.png")) is None
+
+
+def test_benchmark_eval_study_times_the_evaluator(tmp_path):
+    proc = run("benchmark", "--study=eval", "--eval_dims=8,32", "--eval_batch_sizes=100,5000",
+               "--eval_repeats=1", "--dataset=synthetic", f"--bench_dir={tmp_path}")
+    payload = json.loads((tmp_path / "eval.json").read_text())
+    rows = payload["runs"]
+    assert [(r["dim"], r["batch_size"]) for r in rows] == [(8, 100), (8, 5000), (32, 100), (32, 5000)]
+    for r in rows:
+        assert r["users"] > 0 and r["items"] > 0
+        assert 0 < r["products_seconds"] and 0 < r["eval_seconds"]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("| 32 | 100 |")][0]
+    r = rows[2]
+    assert f"| {r['eval_seconds']:.2f} | {r['products_seconds']:.2f} |" in line
+    # Nothing is kept to report.
+    refused = run("benchmark", "--study=eval", "--report_only", f"--bench_dir={tmp_path}",
+                  check=False)
+    assert refused.returncode == 2 and "keeps no runs" in refused.stderr
