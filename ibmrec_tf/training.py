@@ -70,7 +70,7 @@ class TrainConfig:
     ks: Sequence[int] = (10, 20, 50)
     select_metric: str = "recall@20"
     log_every: int = 10
-    eval_batch_size: int = 256
+    eval_batch_size: int = 512
     verbose: int = 1
 
 

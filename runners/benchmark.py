@@ -66,7 +66,7 @@ flags.DEFINE_list("sigma2s", ["0.1", "0.2", "0.5", "1.0"],
                   "sensitivity study: RBF widths sigma^2 (FIB and GIB together).")
 flags.DEFINE_list("eval_dims", ["64", "192"], "eval study: embedding dimensions (64: LightGCN; "
                   "192: VLATTICE and IBMRec with two modalities).")
-flags.DEFINE_list("eval_batch_sizes", ["256", "1024", "4096"],
+flags.DEFINE_list("eval_batch_sizes", ["512", "1024", "4096"],
                   "eval study: users per evaluation batch (--eval_batch_size of a run).")
 flags.DEFINE_integer("eval_repeats", 3, "eval study: timed repeats (after one untimed).")
 FLAGS = flags.FLAGS

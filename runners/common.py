@@ -105,7 +105,8 @@ flags.DEFINE_integer("batch_size", 1024, "BPR triplets per step.")
 flags.DEFINE_float("learning_rate", 5e-4, "Adam learning rate.")
 flags.DEFINE_integer("patience", 10, "Epochs without a better valid Recall@20 before stopping.")
 flags.DEFINE_list("ks", ["10", "20", "50"], "Cut-offs K of Recall/Precision/NDCG@K.")
-flags.DEFINE_integer("eval_batch_size", 256, "Users per full-ranking evaluation batch (256: the fastest measured on 2 cores; see --study=eval of runners.benchmark).")
+flags.DEFINE_integer("eval_batch_size", 512, "Users per full-ranking evaluation batch (512: the "
+                     "fastest measured on 2 cores; see --study=eval of runners.benchmark).")
 flags.DEFINE_integer("export_top_k", 50, "K of the SavedModel's serving_default signature.")
 
 OWN_FLAGS = ["dataset", "data_dir", "data_format", "modalities", "feature_noise_dims",

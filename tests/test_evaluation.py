@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from ibmrec_tf.data import load_dataset, make_synthetic
-from ibmrec_tf.evaluation import Evaluator
+from ibmrec_tf.evaluation import Evaluator, blocked_top_k
 from ibmrec_tf.metrics import ranking_metrics
 
 
@@ -45,3 +46,43 @@ def test_k_larger_than_items_rejected():
     ds = make_synthetic(seed=1, num_users=20, num_items=30, interactions_per_user=5)
     with pytest.raises(ValueError, match="exceeds the number of items"):
         Evaluator(ds, "test", ks=[50])
+
+
+@pytest.mark.parametrize("kind", ["random", "ties", "masked", "constant"])
+def test_blocked_top_k_equals_top_k(kind):
+    rng = np.random.default_rng(3)
+    rows, n, k, block = 40, 8 * 48, 6, 8
+    if kind == "random":
+        scores = rng.normal(size=(rows, n))
+    elif kind == "ties":  # few distinct values: ties everywhere, broken by the lower column
+        scores = rng.integers(0, 4, size=(rows, n)).astype(float)
+    elif kind == "masked":  # most entries -inf, some rows with fewer than k finite ones
+        scores = np.where(rng.random((rows, n)) < 0.99, -np.inf, rng.normal(size=(rows, n)))
+    else:
+        scores = np.zeros((rows, n))
+    scores = tf.constant(scores, tf.float32)
+    expected = tf.math.top_k(scores, k=k).indices.numpy()
+    np.testing.assert_array_equal(blocked_top_k(scores, k, block).numpy(), expected)
+
+
+def test_blocked_top_k_rejects_a_ragged_row():
+    with pytest.raises(ValueError, match="multiple of 8"):
+        blocked_top_k(tf.zeros([2, 30]), 2, 8)
+
+
+def test_blocked_and_plain_evaluators_agree():
+    # 700 items: the blocked top-k is used for K <= 5 (700 rounded up to 704 >= 2 * 5 * 64).
+    ds = make_synthetic(seed=2, num_users=120, num_items=700, interactions_per_user=15)
+    rng = np.random.default_rng(1)
+    users = rng.normal(size=(120, 8)).astype(np.float32)
+    items = np.round(rng.normal(size=(700, 8)), 1).astype(np.float32)  # some tied scores
+    blocked = Evaluator(ds, "test", ks=[1, 5], batch_size=50)
+    assert blocked._padding == 4
+    plain = Evaluator(ds, "test", ks=[1, 5], batch_size=50)
+    plain._padding = None
+    plain._batches = [(u, m[m[:, 1] < 700]) for u, m in plain._batches]
+    np.testing.assert_array_equal(blocked.top_k(users, items), plain.top_k(users, items))
+    ours = blocked.evaluate(users, items)
+    ref = _brute_force(ds, "test", users, items, [1, 5])
+    for key, value in ref.items():
+        assert ours[key] == pytest.approx(value, abs=1e-12)
