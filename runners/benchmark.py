@@ -15,7 +15,8 @@ The noise, sensitivity and scaling studies also draw <study>.png when matplotlib
 Studies:
   models    BPR-MF, LightGCN, VBPR, VLightGCN, LATTICE, VLATTICE, IBMRec (paper Table 2)
   backbones each backbone with and without IBMRec's applicable terms (Table 3)
-  ablation  IBMRec, w/o FIB, w/o GIB, w/o IB; and per modality (Table 4, Fig. 4)
+  ablation  IBMRec, w/o FIB, w/o GIB, w/o IB; w/o the second (InfoNCE) update and with it
+            alone; and per modality (Table 4, Fig. 4)
   noise     VLATTICE and IBMRec with D extra seeded noise dimensions per modality
   sensitivity  IBMRec over --alphas, --betas and --sigma2s (one changed at a time; sigma^2 for
             FIB and GIB together), as in the paper's Fig. 5-6
@@ -89,6 +90,8 @@ def study_runs(study: str) -> list[tuple[str, list[str]]]:
                 ("w/o FIB", ["--model=ibmrec", "--nofib"]),
                 ("w/o GIB", ["--model=ibmrec", "--nogib"]),
                 ("w/o IB", ["--model=ibmrec", "--nofib", "--nogib", "--nosecond_stage"]),
+                ("w/o InfoNCE", ["--model=ibmrec", "--nosecond_stage"]),
+                ("InfoNCE only", ["--model=ibmrec", "--nofib", "--nogib"]),
                 ("ibmrec visual", ["--model=ibmrec", "--modalities=image"]),
                 ("ibmrec acoustic", ["--model=ibmrec", "--modalities=audio"]),
                 ("vlattice visual", ["--model=vlattice", "--modalities=image"]),
