@@ -40,14 +40,15 @@ class Evaluator:
     """Ranks all items for every user that has targets in ``split``, masking training items.
 
     One top-k per batch of users (``scores = U_b I^T``, training items set to ``-inf``;
-    :func:`blocked_top_k` where there are enough items, else ``tf.math.top_k``), then :func:`ibmrec_tf.metrics.ranking_metrics` on the hit matrix. Users without targets in
-    the split are skipped and counted in ``'users_skipped'``.
+    :func:`blocked_top_k` with at least ``2 * K * BLOCK`` items, else ``tf.math.top_k``), then
+    :func:`ibmrec_tf.metrics.ranking_metrics` on the hit matrix. Users without targets in the
+    split are skipped and counted in ``'users_skipped'``.
 
     ``batch_size`` users per batch: small batches keep each ``[batch, items]`` score block in
     the CPU's cache for the masking and the top-k. On Sports (35,598 users, 18,357 items,
     2 cores, ``runners.benchmark --study=eval``) 512 users per batch took 4.3 s with
     192-dimensional embeddings against 6.5 s with 4,096 (3.0 s against 5.0 s with 64). The
-    score products themselves do not shrink: at 192 dimensions they alone take 2.6-3.4 s there.
+    score products themselves do not shrink: at 192 dimensions they alone take 2.6-3.6 s there.
     """
 
     #: columns per block of :func:`blocked_top_k`
