@@ -25,11 +25,16 @@ Studies:
             after the first, seconds per full-ranking evaluation, peak memory, speed-up ratio
   scaling   IBMRec on --fractions of the training interactions, one seed: seconds per epoch
             against the number of interactions
+  search    the flagfile's configuration and each --variant (a validation search): the table
+            lists validation and test metrics, and marks the variant with the best mean
+            validation Recall@20 (the test columns are reported, never used to choose)
   eval      the full-ranking evaluator alone (in this process, no training): seconds per
             evaluation of the test users with random embeddings of each of --eval_dims, for
             each of --eval_batch_sizes, next to the seconds its score products alone take
             (the part no ranking method avoids)
 
+    python -m runners.benchmark --study=search --flagfile=flags/tiktok.cfg --data_dir=../shared/data \
+        --variant="alpha=0.1" --variant="alpha=0.1 mask_temperature=0.2" --jobs=2
     python -m runners.benchmark --study=speed --flagfile=flags/sports.cfg --data_dir=data/standin
     python -m runners.benchmark --study=scaling --flagfile=flags/sports.cfg --data_dir=data/standin
     python -m runners.benchmark --study=eval --flagfile=flags/sports.cfg --data_dir=data/standin
@@ -37,6 +42,7 @@ Studies:
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import platform
@@ -50,8 +56,8 @@ from absl import flags
 from runners import common
 
 flags.DEFINE_enum("study", "models",
-                  ["models", "backbones", "ablation", "noise", "sensitivity", "speed", "scaling",
-                   "eval"],
+                  ["models", "backbones", "ablation", "noise", "sensitivity", "search", "speed",
+                   "scaling", "eval"],
                   "Which study.")
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0 .. seeds-1).")
 flags.DEFINE_string("bench_dir", "runs/bench", "Where the runs and the tables go.")
@@ -69,6 +75,11 @@ flags.DEFINE_list("eval_dims", ["64", "192"], "eval study: embedding dimensions 
                   "192: VLATTICE and IBMRec with two modalities).")
 flags.DEFINE_list("eval_batch_sizes", ["512", "1024", "4096"],
                   "eval study: users per evaluation batch (--eval_batch_size of a run).")
+flags.DEFINE_multi_string("variant", [], "search study: one configuration per use, given as "
+                          "space-separated name=value training flags on top of the common "
+                          "ones, e.g. --variant=\"alpha=0.1 tau=0.1\".")
+flags.DEFINE_integer("jobs", 1, "Runs trained at once (quality studies; the timing studies "
+                     "always run one at a time). Each run uses --intra_op_threads threads.")
 flags.DEFINE_integer("eval_repeats", 3, "eval study: timed repeats (after one untimed).")
 FLAGS = flags.FLAGS
 
@@ -107,6 +118,11 @@ def study_runs(study: str) -> list[tuple[str, list[str]]]:
                 + [(f"beta={b}", ["--model=ibmrec", f"--beta={b}"]) for b in FLAGS.betas]
                 + [(f"sigma2={v}", ["--model=ibmrec", f"--sigma2_fib={v}", f"--sigma2_gib={v}"])
                    for v in FLAGS.sigma2s])
+    if study == "search":
+        # --model is the study's own flag elsewhere; here it is the base every variant starts
+        # from (a variant may set model= itself: the later flag wins).
+        base = [f"--model={FLAGS.model}"]
+        return [("base", base)] + [(spec, base + parse_variant(spec)) for spec in FLAGS.variant]
     if study in TIMING_STUDIES:
         epochs = [f"--epochs={FLAGS.speed_epochs}", f"--patience={FLAGS.speed_epochs + 1}"]
         if study == "speed":
@@ -116,6 +132,25 @@ def study_runs(study: str) -> list[tuple[str, list[str]]]:
         return [(f"ibmrec fraction={f}", ["--model=ibmrec", f"--train_fraction={f}", *epochs])
                 for f in FLAGS.fractions]
     raise common.UsageError(f"unknown study {study!r}")
+
+
+# Flags a variant may not set: they name the run or are the study's own.
+_NOT_VARIANT = {"model_dir", "seed", "overwrite", "resume", "verbose", "dataset", "data_dir"}
+
+
+def parse_variant(spec: str) -> list[str]:
+    """``"alpha=0.1 tau=0.1"`` -> ``["--alpha=0.1", "--tau=0.1"]``, checking every name."""
+    out = []
+    for token in spec.split():
+        name, sep, _ = token.lstrip("-").partition("=")
+        if not sep or name not in common.OWN_FLAGS or name in _NOT_VARIANT:
+            raise common.UsageError(
+                f"--variant={spec!r}: {token!r} is not name=value of a training flag "
+                f"(one of {', '.join(n for n in common.OWN_FLAGS if n not in _NOT_VARIANT)})")
+        out.append("--" + token.lstrip("-"))
+    if not out:
+        raise common.UsageError("--variant must set at least one flag")
+    return out
 
 
 def run_one(label: str, extra: list[str], seed: int, common_flags: list[str]) -> dict:
@@ -150,6 +185,30 @@ def table(results: list[dict], keys=("recall@20", "precision@20", "ndcg@20")) ->
             cells.append(f"{statistics.mean(values):.4f} ± {sd:.4f}")
         secs = statistics.median(r["seconds_per_epoch"] for r in rows)
         lines.append(f"| {label} | {len(rows)} | " + " | ".join(cells) + f" | {secs:.2f} |")
+    return "\n".join(lines)
+
+
+def search_table(results: list[dict]) -> str:
+    """Validation and test Recall/NDCG@20 per configuration; '*' marks the best mean valid Recall@20."""
+    labels = list(dict.fromkeys(r["label"] for r in results))
+
+    def stats(rows, split, key):
+        values = [r[split][key] for r in rows]
+        return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+    means = {label: stats([r for r in results if r["label"] == label], "valid", "recall@20")[0]
+             for label in labels}
+    best = max(labels, key=means.get)
+    cols = [("valid", "recall@20"), ("valid", "ndcg@20"), ("test", "recall@20"), ("test", "ndcg@20")]
+    lines = ["| configuration | seeds | " + " | ".join(f"{s} {k}" for s, k in cols)
+             + " | best epoch | s/epoch |", "|" + "---|" * (len(cols) + 4)]
+    for label in labels:
+        rows = [r for r in results if r["label"] == label]
+        cells = ["{:.4f} ± {:.4f}".format(*stats(rows, s, k)) for s, k in cols]
+        epochs = statistics.median(r["best_epoch"] for r in rows)
+        secs = statistics.median(r["seconds_per_epoch"] for r in rows)
+        lines.append(f"| {'*' if label == best else ''}{label} | {len(rows)} | " + " | ".join(cells)
+                     + f" | {epochs:g} | {secs:.2f} |")
     return "\n".join(lines)
 
 
@@ -302,9 +361,11 @@ def main(argv):
     common.check_flags()
     if FLAGS.seeds < 1:
         raise common.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
+    if FLAGS.jobs < 1:
+        raise common.UsageError(f"--jobs must be >= 1, got {FLAGS.jobs}")
     own = {"study", "seeds", "bench_dir", "noise_dims", "model", "model_dir", "seed", "overwrite",
            "resume", "verbose", "speed_epochs", "fractions", "alphas", "betas", "sigma2s",
-           "report_only", "eval_dims", "eval_batch_sizes", "eval_repeats"}
+           "report_only", "eval_dims", "eval_batch_sizes", "eval_repeats", "variant", "jobs"}
     common_flags = [FLAGS[name].serialize() for name in common.OWN_FLAGS
                     if FLAGS[name].present and name not in own]
     results = []
@@ -314,11 +375,13 @@ def main(argv):
             raise common.UsageError("the eval study keeps no runs to report; run it")
         results = eval_study()
     else:
-        for label, extra in study_runs(FLAGS.study):
-            for seed in range(seeds):
-                result = run_one(label, extra, seed, common_flags)
-                if result is not None:
-                    results.append(result)
+        todo = [(label, extra, seed) for label, extra in study_runs(FLAGS.study)
+                for seed in range(seeds)]
+        jobs = 1 if FLAGS.study in TIMING_STUDIES else FLAGS.jobs
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            # Each run is its own process; map keeps the study's order in the table.
+            done = pool.map(lambda job: run_one(*job, common_flags), todo)
+            results = [r for r in done if r is not None]
     if not results:
         raise common.UsageError(f"no finished runs of study {FLAGS.study} in {FLAGS.bench_dir}")
     command = " ".join(a for a in sys.argv if a != "--report_only")
@@ -330,7 +393,7 @@ def main(argv):
         keys = tuple(f"{m}@{k}" for m in ("recall", "precision", "ndcg") for k in (10, 20, 50))
         text = table(results, keys=keys)
     else:
-        text = {"speed": speed_table, "scaling": scaling_table,
+        text = {"speed": speed_table, "search": search_table, "scaling": scaling_table,
                 "eval": eval_table}.get(FLAGS.study, table)(results)
     machine = f"{os.cpu_count()} cores, {platform.machine()}, {platform.platform(terse=True)}"
     with open(out + ".md", "w") as f:

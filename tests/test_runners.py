@@ -138,6 +138,25 @@ def test_benchmark_noise_study_writes_json_and_table(tmp_path):
     assert not (tmp_path / "noise" / "vlattice_D=32-s0").exists()
 
 
+def test_benchmark_search_study_marks_the_best_validation_run(tmp_path):
+    proc = run("benchmark", "--study=search", "--seeds=1", "--epochs=1", "--dataset=synthetic",
+               "--model=bprmf", "--n_layers=1", "--variant=reg_weight=1e-2 model=lightgcn",
+               "--variant=n_layers=2 learning_rate=1e-2", "--jobs=2", f"--bench_dir={tmp_path}")
+    runs = json.loads((tmp_path / "search.json").read_text())["runs"]
+    assert [r["label"] for r in runs] == ["base", "reg_weight=1e-2 model=lightgcn",
+                                          "n_layers=2 learning_rate=1e-2"]
+    assert [r["model"] for r in runs] == ["bprmf", "lightgcn", "bprmf"]
+    flagfile = (tmp_path / "search" / "n_layers=2_learning_rate=1e-2-s0" / "flags.cfg").read_text()
+    assert "--n_layers=2" in flagfile.splitlines() and "--learning_rate=0.01" in flagfile.splitlines()
+    assert "--model=bprmf" in flagfile.splitlines()  # the base model, not the flag's default
+    best = max(runs, key=lambda r: r["valid"]["recall@20"])["label"]
+    marked = [line for line in proc.stdout.splitlines() if line.startswith("| *")]
+    assert len(marked) == 1 and marked[0].startswith(f"| *{best} |")
+    bad = run("benchmark", "--study=search", "--dataset=synthetic", "--variant=seed=3",
+              f"--bench_dir={tmp_path}", check=False)
+    assert bad.returncode == 2 and "not name=value of a training flag" in bad.stderr
+
+
 def test_benchmark_speed_study_pairs_fast_and_straightforward(tmp_path):
     proc = run("benchmark", "--study=speed", "--speed_epochs=2", "--dataset=synthetic",
                "--n_layers=1", f"--bench_dir={tmp_path}")
