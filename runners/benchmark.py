@@ -368,7 +368,7 @@ def main(argv):
            "report_only", "eval_dims", "eval_batch_sizes", "eval_repeats", "variant", "jobs"}
     common_flags = [FLAGS[name].serialize() for name in common.OWN_FLAGS
                     if FLAGS[name].present and name not in own]
-    results = []
+    results, failed = [], []
     seeds = 1 if FLAGS.study in TIMING_STUDIES else FLAGS.seeds
     if FLAGS.study == "eval":
         if FLAGS.report_only:
@@ -378,10 +378,18 @@ def main(argv):
         todo = [(label, extra, seed) for label, extra in study_runs(FLAGS.study)
                 for seed in range(seeds)]
         jobs = 1 if FLAGS.study in TIMING_STUDIES else FLAGS.jobs
+
+        def attempt(job):
+            try:
+                return run_one(*job, common_flags)
+            except common.UsageError as e:  # a run that failed; the others go on
+                print(f"  {e}", flush=True)
+                failed.append(str(e))
+                return None
+
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
             # Each run is its own process; map keeps the study's order in the table.
-            done = pool.map(lambda job: run_one(*job, common_flags), todo)
-            results = [r for r in done if r is not None]
+            results = [r for r in pool.map(attempt, todo) if r is not None]
     if not results:
         raise common.UsageError(f"no finished runs of study {FLAGS.study} in {FLAGS.bench_dir}")
     command = " ".join(a for a in sys.argv if a != "--report_only")
@@ -402,6 +410,9 @@ def main(argv):
     picture = plot(FLAGS.study, results, out + ".png")
     if picture:
         print(f"plot: {picture}")
+    if failed:  # tabulated without them; the exit status says the study is incomplete
+        raise common.UsageError(f"{len(failed)} run(s) failed (left out of the table): "
+                                + "; ".join(failed))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from ibmrec_tf import export, graph as graph_lib
 from ibmrec_tf.data import DataError, TripletSampler, make_synthetic
 from ibmrec_tf.layers import EdgeMasker
 from ibmrec_tf.models import ModelConfig, build_model
+from ibmrec_tf.models.ibmrec import relaxed_bernoulli_sample
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +169,32 @@ def test_hard_and_relaxed_masks_train(small, batch, hard):
     for _ in range(10):
         last = step(batch)
     assert np.isfinite(float(last["loss"])) and float(last["bpr"]) < float(first["bpr"])
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.2, 0.05])
+def test_relaxed_mask_matches_tfp_and_keeps_finite_gradients(temperature):
+    import tensorflow_probability as tfp
+    logits = tf.Variable([-300.0, -30.0, -5.0, 0.0, 0.3, 5.0, 30.0, 300.0])
+    with tf.GradientTape(persistent=True) as tape:
+        ours = relaxed_bernoulli_sample(logits, temperature, seed=(3, 4))
+        theirs = tfp.distributions.RelaxedBernoulli(temperature, logits=logits).sample(seed=(3, 4))
+        loss_ours, loss_theirs = tf.reduce_sum(ours * ours), tf.reduce_sum(theirs * theirs)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-30)
+    grad = tape.gradient(loss_ours, logits).numpy()
+    assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+    reference = tape.gradient(loss_theirs, logits).numpy()  # NaN where |logit / T| > ~88
+    finite = np.isfinite(reference)
+    np.testing.assert_allclose(grad[finite], reference[finite], rtol=1e-4, atol=1e-12)
+
+
+def test_low_mask_temperature_trains_without_nan(small, batch):
+    model = _ibmrec(small, mask_temperature=0.05)
+    step = tf.function(model.train_step)
+    model.masker.b_out.assign(model.masker.b_out + 20.0)  # keep logits / T far beyond exp's range
+    for _ in range(3):
+        out = step(batch)
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in out.values())
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.trainable_variables)
 
 
 def test_export_and_reload_gives_identical_scores(small, tmp_path):

@@ -42,6 +42,22 @@ def _resolve(requested: bool | None, supported: bool, what: str, backbone: str, 
     return supported if requested is None else bool(requested)
 
 
+def relaxed_bernoulli_sample(logits, temperature, seed):
+    """A reparameterized ``tfp.distributions.RelaxedBernoulli(temperature, logits)`` sample.
+
+    That distribution is ``sigmoid(X)`` with ``X ~ Logistic(logits / T, 1 / T)``; this draws
+    ``X`` with ``tfp.distributions.Logistic`` and squashes it with ``tf.math.sigmoid``. The
+    values are the same as the RelaxedBernoulli's for the same seed, but the gradient stays
+    finite: tfp's sigmoid bijector evaluates ``exp`` on both branches of a ``tf.where``, whose
+    gradient turns NaN once ``|X|`` passes ~88, which low temperatures reach within a few steps
+    (``logits / T`` at ``T = 0.2`` and ``|logits| > 18``).
+    """
+    temperature = tf.cast(temperature, logits.dtype)
+    x = tfp.distributions.Logistic(loc=logits / temperature,
+                                   scale=1.0 / temperature).sample(seed=seed)
+    return tf.math.sigmoid(x)
+
+
 class IBMRec(Recommender):
     """IBMRec on one of the multimodal backbones (see the module docstring)."""
 
@@ -108,9 +124,7 @@ class IBMRec(Recommender):
             keep = tf.sigmoid(keep_logits)
             hard = tfp.distributions.Bernoulli(logits=keep_logits, dtype=tf.float32).sample(seed=seed)
             return hard + keep - tf.stop_gradient(keep)  # straight-through
-        relaxed = tfp.distributions.RelaxedBernoulli(self.config.mask_temperature,
-                                                     logits=keep_logits)
-        return relaxed.sample(seed=seed)
+        return relaxed_bernoulli_sample(keep_logits, self.config.mask_temperature, seed)
 
     def _forward(self, users, items, training):
         backbone = self.backbone
