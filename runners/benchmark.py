@@ -172,17 +172,25 @@ def run_one(label: str, extra: list[str], seed: int, common_flags: list[str]) ->
         return {"label": label, "seed": seed, "flags": extra, **json.load(f)}
 
 
+def _mean_sd(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value) of a list of floats."""
+    values = list(values)
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _by_label(results: list[dict]) -> dict[str, list[dict]]:
+    """The runs grouped by label, in the study's order."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(r["label"], []).append(r)
+    return groups
+
+
 def table(results: list[dict], keys=("recall@20", "precision@20", "ndcg@20")) -> str:
-    labels = list(dict.fromkeys(r["label"] for r in results))
     head = "| run | seeds | " + " | ".join(f"test {k}" for k in keys) + " | s/epoch |"
     lines = [head, "|" + "---|" * (len(keys) + 3)]
-    for label in labels:
-        rows = [r for r in results if r["label"] == label]
-        cells = []
-        for k in keys:
-            values = [r["test"][k] for r in rows]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.4f} ± {sd:.4f}")
+    for label, rows in _by_label(results).items():
+        cells = ["{:.4f} ± {:.4f}".format(*_mean_sd(r["test"][k] for r in rows)) for k in keys]
         secs = statistics.median(r["seconds_per_epoch"] for r in rows)
         lines.append(f"| {label} | {len(rows)} | " + " | ".join(cells) + f" | {secs:.2f} |")
     return "\n".join(lines)
@@ -190,21 +198,13 @@ def table(results: list[dict], keys=("recall@20", "precision@20", "ndcg@20")) ->
 
 def search_table(results: list[dict]) -> str:
     """Validation and test Recall/NDCG@20 per configuration; '*' marks the best mean valid Recall@20."""
-    labels = list(dict.fromkeys(r["label"] for r in results))
-
-    def stats(rows, split, key):
-        values = [r[split][key] for r in rows]
-        return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-    means = {label: stats([r for r in results if r["label"] == label], "valid", "recall@20")[0]
-             for label in labels}
-    best = max(labels, key=means.get)
+    groups = _by_label(results)
+    best = max(groups, key=lambda label: _mean_sd(r["valid"]["recall@20"] for r in groups[label])[0])
     cols = [("valid", "recall@20"), ("valid", "ndcg@20"), ("test", "recall@20"), ("test", "ndcg@20")]
     lines = ["| configuration | seeds | " + " | ".join(f"{s} {k}" for s, k in cols)
              + " | best epoch | s/epoch |", "|" + "---|" * (len(cols) + 4)]
-    for label in labels:
-        rows = [r for r in results if r["label"] == label]
-        cells = ["{:.4f} ± {:.4f}".format(*stats(rows, s, k)) for s, k in cols]
+    for label, rows in groups.items():
+        cells = ["{:.4f} ± {:.4f}".format(*_mean_sd(r[s][k] for r in rows)) for s, k in cols]
         epochs = statistics.median(r["best_epoch"] for r in rows)
         secs = statistics.median(r["seconds_per_epoch"] for r in rows)
         lines.append(f"| {'*' if label == best else ''}{label} | {len(rows)} | " + " | ".join(cells)
@@ -261,8 +261,8 @@ def plot(study: str, results: list[dict], path: str) -> str | None:
         for r in results if runs is None else runs:
             name, x = prefix_of(r["label"]), value_of(r)
             groups.setdefault(name, {}).setdefault(x, []).append(metric(r))
-        return {name: sorted((x, statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
-                             for x, v in points.items()) for name, points in groups.items()}
+        return {name: sorted((x, *_mean_sd(v)) for x, v in points.items())
+                for name, points in groups.items()}
 
     if study == "noise":
         panels = [("test recall@20", "noise dimensions D per modality", series(
