@@ -159,6 +159,7 @@ def run_one(label: str, extra: list[str], seed: int, common_flags: list[str]) ->
     if FLAGS.report_only and not os.path.exists(metrics_path):
         print(f"  {label} seed {seed}: not run yet", flush=True)
         return None
+    differences = {}
     if not os.path.exists(metrics_path):
         cmd = [sys.executable, "-m", "runners.train", *common_flags, *extra, f"--seed={seed}",
                f"--model_dir={model_dir}", "--overwrite", "--verbose=0"]
@@ -168,8 +169,60 @@ def run_one(label: str, extra: list[str], seed: int, common_flags: list[str]) ->
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise common.UsageError(f"run {label} seed {seed} failed: {tail}")
         print(f"  {label} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+    else:
+        differences = flag_differences(os.path.join(model_dir, "flags.cfg"),
+                                       [*common_flags, *extra, f"--seed={seed}"])
+        if differences:
+            print(f"  {label} seed {seed}: reusing the finished run in {model_dir}, whose flags "
+                  "differ from this study's: " + ", ".join(
+                      f"{name}={had} (study: {want})" for name, (had, want) in differences.items()),
+                  flush=True)
     with open(metrics_path) as f:
-        return {"label": label, "seed": seed, "flags": extra, **json.load(f)}
+        result = {"label": label, "seed": seed, "flags": extra, **json.load(f)}
+    if differences:
+        result["flag_differences"] = {name: list(pair) for name, pair in differences.items()}
+    return result
+
+
+def _flag_items(tokens) -> dict[str, str]:
+    """``--name=value`` / ``--name`` / ``--noname`` tokens as {name: value} (the last one wins)."""
+    items = {}
+    for token in tokens:
+        token = token.strip()
+        if not token.startswith("--"):
+            continue
+        name, eq, value = token[2:].partition("=")
+        if not eq:
+            name, value = (name[2:], "false") if name.startswith("no") else (name, "true")
+        items[name] = value
+    return items
+
+
+def _same_value(name: str, a: str, b: str) -> bool:
+    if a == b:
+        return True
+    if name.endswith("_dir"):  # the same folder spelled two ways
+        return os.path.realpath(a) == os.path.realpath(b)
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
+
+
+def flag_differences(flags_cfg: str, requested: list[str]) -> dict[str, tuple[str, str]]:
+    """The requested flags that a finished run's ``flags.cfg`` records with another value.
+
+    A finished run is reused as it is (runs may be shared between studies by copying their
+    folders); this says where such a run was trained with other flags, for instance an
+    IB coefficient that its model does not read. ``{name: (the run's value, requested value)}``.
+    """
+    if not os.path.exists(flags_cfg):
+        return {}
+    with open(flags_cfg) as f:
+        had = _flag_items(f)
+    ignored = {"model_dir", "overwrite", "verbose", "resume"}
+    return {name: (had[name], want) for name, want in _flag_items(requested).items()
+            if name in had and name not in ignored and not _same_value(name, had[name], want)}
 
 
 def _mean_sd(values) -> tuple[float, float]:

@@ -136,6 +136,13 @@ def test_benchmark_noise_study_writes_json_and_table(tmp_path):
     assert "vlattice D=32 seed 0: not run yet" in report.stdout
     assert "| ibmrec D=16 | 1 |" in report.stdout and "| ibmrec D=32" not in report.stdout
     assert not (tmp_path / "noise" / "vlattice_D=32-s0").exists()
+    # A finished run asked for with other flags is reused, and the difference is said.
+    other = run("benchmark", "--study=noise", "--noise_dims=16", "--seeds=1", "--epochs=1",
+                "--dataset=synthetic", "--n_layers=1", "--alpha=0.25", f"--bench_dir={tmp_path}",
+                "--report_only")
+    assert "flags differ from this study's: alpha=1.0 (study: 0.25)" in other.stdout
+    reused = json.loads((tmp_path / "noise.json").read_text())["runs"]
+    assert all(r["flag_differences"] == {"alpha": ["1.0", "0.25"]} for r in reused)
 
 
 def test_benchmark_search_study_marks_the_best_validation_run(tmp_path):
