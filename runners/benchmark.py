@@ -78,6 +78,8 @@ flags.DEFINE_list("eval_batch_sizes", ["512", "1024", "4096"],
 flags.DEFINE_multi_string("variant", [], "search study: one configuration per use, given as "
                           "space-separated name=value training flags on top of the common "
                           "ones, e.g. --variant=\"alpha=0.1 tau=0.1\".")
+flags.DEFINE_list("only", [], "Train (or report) only these configurations of the study, by their "
+                  "labels as the table shows them, e.g. --only=\"w/o FIB,w/o GIB\"; empty: all.")
 flags.DEFINE_integer("jobs", 1, "Runs trained at once (quality studies; the timing studies "
                      "always run one at a time). Each run uses --intra_op_threads threads.")
 flags.DEFINE_integer("eval_repeats", 3, "eval study: timed repeats (after one untimed).")
@@ -418,7 +420,8 @@ def main(argv):
         raise common.UsageError(f"--jobs must be >= 1, got {FLAGS.jobs}")
     own = {"study", "seeds", "bench_dir", "noise_dims", "model", "model_dir", "seed", "overwrite",
            "resume", "verbose", "speed_epochs", "fractions", "alphas", "betas", "sigma2s",
-           "report_only", "eval_dims", "eval_batch_sizes", "eval_repeats", "variant", "jobs"}
+           "report_only", "eval_dims", "eval_batch_sizes", "eval_repeats", "variant", "jobs",
+           "only"}
     common_flags = [FLAGS[name].serialize() for name in common.OWN_FLAGS
                     if FLAGS[name].present and name not in own]
     results, failed = [], []
@@ -426,10 +429,18 @@ def main(argv):
     if FLAGS.study == "eval":
         if FLAGS.report_only:
             raise common.UsageError("the eval study keeps no runs to report; run it")
+        if FLAGS.only:
+            raise common.UsageError("--only selects runs of a training study; eval has none")
         results = eval_study()
     else:
-        todo = [(label, extra, seed) for label, extra in study_runs(FLAGS.study)
-                for seed in range(seeds)]
+        configurations = study_runs(FLAGS.study)
+        unknown = sorted(set(FLAGS.only) - {label for label, _ in configurations})
+        if unknown:
+            raise common.UsageError(
+                f"--only names no configuration of study {FLAGS.study}: {', '.join(unknown)} "
+                f"(it has: {', '.join(label for label, _ in configurations)})")
+        todo = [(label, extra, seed) for label, extra in configurations
+                if not FLAGS.only or label in FLAGS.only for seed in range(seeds)]
         jobs = 1 if FLAGS.study in TIMING_STUDIES else FLAGS.jobs
 
         def attempt(job):

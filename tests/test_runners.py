@@ -143,6 +143,13 @@ def test_benchmark_noise_study_writes_json_and_table(tmp_path):
     assert "flags differ from this study's: alpha=1.0 (study: 0.25)" in other.stdout
     reused = json.loads((tmp_path / "noise.json").read_text())["runs"]
     assert all(r["flag_differences"] == {"alpha": ["1.0", "0.25"]} for r in reused)
+    # --only restricts a study to some of its configurations; an unknown label is an error.
+    one = run("benchmark", "--study=noise", "--noise_dims=16", "--seeds=1", "--dataset=synthetic",
+              "--n_layers=1", f"--bench_dir={tmp_path}", "--report_only", "--only=ibmrec D=16")
+    assert "| ibmrec D=16 | 1 |" in one.stdout and "vlattice D=16" not in one.stdout
+    bad = run("benchmark", "--study=noise", "--noise_dims=16", "--dataset=synthetic",
+              f"--bench_dir={tmp_path}", "--only=ibmrec D=99", check=False)
+    assert bad.returncode == 2 and "--only names no configuration of study noise: ibmrec D=99" in bad.stderr
 
 
 def test_benchmark_search_study_marks_the_best_validation_run(tmp_path):
