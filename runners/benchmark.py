@@ -186,20 +186,6 @@ def run_one(label: str, extra: list[str], seed: int, common_flags: list[str]) ->
     return result
 
 
-def _flag_items(tokens) -> dict[str, str]:
-    """``--name=value`` / ``--name`` / ``--noname`` tokens as {name: value} (the last one wins)."""
-    items = {}
-    for token in tokens:
-        token = token.strip()
-        if not token.startswith("--"):
-            continue
-        name, eq, value = token[2:].partition("=")
-        if not eq:
-            name, value = (name[2:], "false") if name.startswith("no") else (name, "true")
-        items[name] = value
-    return items
-
-
 def _same_value(name: str, a: str, b: str) -> bool:
     if a == b:
         return True
@@ -221,9 +207,10 @@ def flag_differences(flags_cfg: str, requested: list[str]) -> dict[str, tuple[st
     if not os.path.exists(flags_cfg):
         return {}
     with open(flags_cfg) as f:
-        had = _flag_items(f)
+        had = {name: value for _, name, value in common.parse_flag_lines(f)}
+    asked = {name: value for _, name, value in common.parse_flag_lines(requested)}  # last wins
     ignored = {"model_dir", "overwrite", "verbose", "resume"}
-    return {name: (had[name], want) for name, want in _flag_items(requested).items()
+    return {name: (had[name], want) for name, want in asked.items()
             if name in had and name not in ignored and not _same_value(name, had[name], want)}
 
 

@@ -234,21 +234,33 @@ def configure_tensorflow() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
 
 
+def parse_flag_lines(lines) -> list[tuple[int, str, str]]:
+    """``(line number, name, value)`` of each ``--name=value``, ``--name`` or ``--noname`` line.
+
+    The form ``flags_text`` writes and ``--flagfile`` reads; a bare boolean gives ``"true"``,
+    its ``--no`` form ``"false"``. Lines not starting with ``--`` are skipped.
+    """
+    items = []
+    for lineno, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line.startswith("--"):
+            continue
+        name, eq, value = line[2:].partition("=")
+        if not eq and name.startswith("no") and name[2:] in FLAGS and name not in FLAGS:
+            name, value = name[2:], "false"
+        elif not eq:
+            value = "true"
+        items.append((lineno, name, value))
+    return items
+
+
 def adopt_saved_flags(model_dir: str) -> None:
     """Sets every flag recorded in ``<model_dir>/flags.cfg`` that the command line did not set."""
     path = os.path.join(model_dir, "flags.cfg")
     if not os.path.isfile(path):
         raise UsageError(f"{path}: not found; is --model_dir a directory written by runners.train?")
     with open(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line.startswith("--"):
-                continue
-            name, _, value = line[2:].partition("=")
-            if not _ and name.startswith("no") and name[2:] in FLAGS and name not in FLAGS:
-                name, value = name[2:], "false"
-            elif not _:
-                value = "true"
+        for lineno, name, value in parse_flag_lines(f):
             if name not in FLAGS:
                 raise UsageError(f"{path}:{lineno}: unknown flag --{name}")
             if not FLAGS[name].present:
