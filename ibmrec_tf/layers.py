@@ -254,6 +254,19 @@ class ModalityProjection(keras.layers.Layer):
     def is_affine(self) -> bool:
         return self.hidden_layers == 0
 
+    def project_without_bias(self, k: int, features, bias_weight):
+        """``features @ W_k + bias_weight * b_k`` for an affine projection (``hidden_layers=0``).
+
+        A linear propagation ``G`` of projected items is ``G (M W + 1 b) = (G M) W + (G 1) b``:
+        with ``features = (G M)[rows]`` and ``bias_weight = (G 1)[rows]`` (``[n, 1]``) this gives
+        ``(G Z)[rows]`` without projecting any other row.
+        """
+        if not self.is_affine:
+            raise ValueError("project_without_bias needs an affine projection (hidden_layers=0)")
+        layer = self.mlps[k][0]
+        matmul = tall_matmul if self.fast_gradient else tf.matmul
+        return matmul(features, tf.convert_to_tensor(layer.kernel)) + bias_weight * layer.bias
+
     def get_config(self):
         return {**super().get_config(), "input_dims": self.input_dims, "output_dim": self.output_dim,
                 "hidden_layers": self.hidden_layers, "activation": self.activation,

@@ -20,9 +20,10 @@ Studies:
   noise     VLATTICE and IBMRec with D extra seeded noise dimensions per modality
   sensitivity  IBMRec over --alphas, --betas and --sigma2s (one changed at a time; sigma^2 for
             FIB and GIB together), as in the paper's Fig. 5-6
-  speed     LightGCN, VLATTICE and IBMRec for --speed_epochs epochs, each in the fast and in the
-            straightforward formulation (--straightforward), one seed: median seconds per epoch
-            after the first, seconds per full-ranking evaluation, peak memory, speed-up ratio
+  speed     LightGCN, VLightGCN, VLATTICE and IBMRec for --speed_epochs epochs, each in the fast
+            and in the straightforward formulation (--straightforward), one seed: median seconds
+            per epoch after the first, seconds per full-ranking evaluation, peak memory, speed-up
+            ratio
   scaling   IBMRec on --fractions of the training interactions, one seed: seconds per epoch
             against the number of interactions
   search    the flagfile's configuration and each --variant (a validation search): the table
@@ -130,7 +131,7 @@ def study_runs(study: str) -> list[tuple[str, list[str]]]:
         if study == "speed":
             return [(f"{m}{' straightforward' if plain else ''}",
                      [f"--model={m}", *epochs] + (["--straightforward"] if plain else []))
-                    for m in ("lightgcn", "vlattice", "ibmrec") for plain in (False, True)]
+                    for m in ("lightgcn", "vlightgcn", "vlattice", "ibmrec") for plain in (False, True)]
         return [(f"ibmrec fraction={f}", ["--model=ibmrec", f"--train_fraction={f}", *epochs])
                 for f in FLAGS.fractions]
     raise common.UsageError(f"unknown study {study!r}")

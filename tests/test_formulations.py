@@ -1,7 +1,8 @@
 """The fast training formulation equals the straightforward one within floating-point tolerance.
 
 The fast one projects only the batch's items where nothing needs the others (VBPR, IBMRec
-without GIB) and computes the projection's kernel gradient in the layout that is fast for tall
+without GIB; VLightGCN, whose user-item propagation of the raw features is computed once) and
+computes the projection's kernel gradient in the layout that is fast for tall
 inputs; the straightforward one projects every item and uses TensorFlow's own matmul gradient
 (``ModelConfig.straightforward``).
 """
@@ -19,6 +20,7 @@ from ibmrec_tf.models import ModelConfig, build_model
 CASES = [("vbpr", {}), ("vlightgcn", {}),
          ("vlattice", {"item_layers": 2}),
          ("ibmrec", {"backbone": "vlattice"}), ("ibmrec", {"backbone": "vbpr"}),
+         ("ibmrec", {"backbone": "vlightgcn"}), ("vlightgcn", {"projection_layers": 1}),
          ("ibmrec", {"backbone": "vlattice", "projection_layers": 1})]
 
 

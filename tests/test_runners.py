@@ -176,7 +176,8 @@ def test_benchmark_speed_study_pairs_fast_and_straightforward(tmp_path):
                "--n_layers=1", f"--bench_dir={tmp_path}")
     payload = json.loads((tmp_path / "speed.json").read_text())
     labels = [r["label"] for r in payload["runs"]]
-    assert labels == ["lightgcn", "lightgcn straightforward", "vlattice",
+    assert labels == ["lightgcn", "lightgcn straightforward", "vlightgcn",
+                      "vlightgcn straightforward", "vlattice",
                       "vlattice straightforward", "ibmrec", "ibmrec straightforward"]
     for r in payload["runs"]:
         assert len(r["epoch_seconds"]) == 2 and r["peak_rss_mb"] > 0

@@ -24,8 +24,10 @@ class ModelConfig:
       projection_layers: hidden layers of each modality MLP (0 = one affine map).
       projection_activation: activation of those hidden layers.
       straightforward: training projects every item's features, even where only the batch's
-        items are used (VBPR, IBMRec without GIB), and takes TensorFlow's own matmul gradient
-        for the projection. Same values; slower. The reference for tests and the speed benchmark.
+        items are used (VBPR, IBMRec without GIB) or where the raw features can be propagated
+        first (VLightGCN with an affine projection), and takes TensorFlow's own matmul
+        gradient for the projection. Same values; slower. The reference for tests and the
+        speed benchmark.
 
     Information-bottleneck fields (IBMRec):
       backbone: IBMRec's backbone (vbpr, vlightgcn, lattice, vlattice).

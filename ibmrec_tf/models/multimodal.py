@@ -17,6 +17,9 @@ All four are one model, :class:`MultimodalRecommender`, with three switches:
 | LATTICE   | no      | yes             | yes             |
 | VLATTICE  | yes     | yes             | yes             |
 
+With an affine projection, VLightGCN's training steps project only the batch's rows: the
+user-item propagation of the raw features is computed once (:meth:`propagated_features`).
+
 The kNN graphs are built once from the raw features (Algorithm 1, line 1). An optional edge
 masker (the graph-level IB, :mod:`ibmrec_tf.models.ibmrec`) rescales every edge of ``S``
 before the normalization.
@@ -74,6 +77,7 @@ class MultimodalRecommender(Recommender):
                 dataset.num_users, dataset.num_items, dataset.train), symmetric=True)
             self.ui_propagation = GraphPropagation(num_layers=config.n_layers,
                                                    name="user_item_propagation")
+        self._propagated_features = None
         if self.item_item_graph:
             if config.knn_k >= self.num_items:
                 raise ValueError(f"knn_k={config.knn_k} must be < the number of items {self.num_items}")
@@ -93,6 +97,40 @@ class MultimodalRecommender(Recommender):
     def content_features(self):
         """``[Z^1, ..., Z^K]``, each ``[num_items, d]``: every item's projected modalities."""
         return self.projection(self.raw_features)
+
+    def propagates_raw_features(self, users=None, items=None, z_all=None) -> bool:
+        """Whether a forward pass for these rows propagates raw features instead of ``Z``.
+
+        The user-item propagation ``G`` is linear and so is an affine projection, so the
+        content columns of the propagated items are ``G [0; M W + 1 b] = (G [0; M]) W +
+        (G [0; 1]) b``: with ``G [0; M]`` computed once, a training step projects only its
+        batch's rows instead of every item. That holds for VLightGCN (and IBMRec on it); the
+        item-item graph reads every item's ``Z`` (and its edge weights change each step), and a
+        hidden projection layer is not linear, so those project every item.
+        """
+        return (self.content and self.user_item_graph and not self.item_item_graph
+                and users is not None and items is not None and z_all is None
+                and self.projection.is_affine and not self.config.straightforward)
+
+    def propagated_features(self, chunk_columns: int = 512):
+        """``([G [0; M^1], ..., G [0; M^K]], G [0; 1])``: raw features through the user-item graph.
+
+        Computed once, eagerly, on first use (``[num_users + num_items, dim_k]`` per modality,
+        in column chunks to bound the temporary memory).
+        """
+        if self._propagated_features is None:
+            with tf.init_scope():
+                def propagate(item_columns):
+                    padded = tf.concat([tf.zeros([self.num_users, item_columns.shape[1]]),
+                                        item_columns], axis=0)
+                    return self.ui_propagation(padded, graph=self.ui_graph)
+
+                features = [tf.concat([propagate(m[:, c:c + chunk_columns])
+                                       for c in range(0, int(m.shape[1]), chunk_columns)], axis=1)
+                            for m in self.raw_features]
+                bias_weight = propagate(tf.ones([self.num_items, 1]))
+            self._propagated_features = (features, bias_weight)
+        return self._propagated_features
 
     def fused_similarity(self):
         """``[num_items, K * knn_k]`` values of ``S = sum_m softmax(w)_m S^m`` (Eq. 10)."""
@@ -133,6 +171,8 @@ class MultimodalRecommender(Recommender):
             item_ego = tf.concat([tf.gather(self.item_embedding, items)] + z_rows, axis=1)
             return {"user_ego": user_ego, "item_ego": item_ego, "users": user_ego,
                     "item_base": item_ego, "items": item_ego}
+        if self.propagates_raw_features(users, items, z_all):
+            return self._forward_propagated_features(users, items)
         user_ego, item_ego = self.ego(z_all)
         out = {"user_ego": rows_of(user_ego, users), "item_ego": rows_of(item_ego, items),
                "item_ego_all": item_ego}
@@ -148,6 +188,33 @@ class MultimodalRecommender(Recommender):
         if self.item_item_graph:
             out["items"] = self.on_item_graph(out, items, edge_scale)
         return out
+
+    def _forward_propagated_features(self, users, items):
+        """The training forward pass of VLightGCN that projects only the batch's rows.
+
+        The ID and user-content columns are propagated as usual, with the items' content
+        columns left at zero; the propagated item content is added to the batch's rows from
+        :meth:`propagated_features` (see :meth:`propagates_raw_features`).
+        """
+        d = self.config.embedding_dim
+        user_ego = tf.concat([self.user_embedding, self.user_content], axis=1)
+        item_ego = tf.concat([self.item_embedding,
+                              tf.zeros([self.num_items, self.content_dim])], axis=1)
+        final = self.ui_propagation(tf.concat([user_ego, item_ego], axis=0), graph=self.ui_graph)
+        user_rows, item_rows = node_rows(self.num_users, self.num_items, users, items)
+        rows = tf.concat([user_rows, item_rows], axis=0)
+        features, bias_weight = self.propagated_features()
+        weight_rows = tf.gather(bias_weight, rows)
+        content = tf.concat([self.projection.project_without_bias(k, tf.gather(f, rows), weight_rows)
+                             for k, f in enumerate(features)], axis=1)
+        final_rows = tf.gather(final, rows) + tf.pad(content, [[0, 0], [d, 0]])
+        num_users = tf.shape(users)[0]
+        z_items = self.projection([tf.gather(m, items) for m in self.raw_features])
+        item_ego_rows = tf.concat([tf.gather(self.item_embedding, items)] + z_items, axis=1)
+        return {"user_ego": tf.concat([tf.gather(self.user_embedding, users),
+                                       tf.gather(self.user_content, users)], axis=1),
+                "item_ego": item_ego_rows, "users": final_rows[:num_users],
+                "item_base": final_rows[num_users:], "items": final_rows[num_users:]}
 
     def on_item_graph(self, out, items=None, edge_scale=None, *, first=None):
         """``Y + Y'/||Y'||`` (Eq. 11-12) for ``items`` on the graph scaled by ``edge_scale``.
