@@ -254,7 +254,7 @@ class ModalityProjection(keras.layers.Layer):
     def is_affine(self) -> bool:
         return self.hidden_layers == 0
 
-    def project_without_bias(self, k: int, features, bias_weight):
+    def project_with_bias_weight(self, k: int, features, bias_weight):
         """``features @ W_k + bias_weight * b_k`` for an affine projection (``hidden_layers=0``).
 
         A linear propagation ``G`` of projected items is ``G (M W + 1 b) = (G M) W + (G 1) b``:
@@ -262,7 +262,7 @@ class ModalityProjection(keras.layers.Layer):
         ``(G Z)[rows]`` without projecting any other row.
         """
         if not self.is_affine:
-            raise ValueError("project_without_bias needs an affine projection (hidden_layers=0)")
+            raise ValueError("project_with_bias_weight needs an affine projection (hidden_layers=0)")
         layer = self.mlps[k][0]
         matmul = tall_matmul if self.fast_gradient else tf.matmul
         return matmul(features, tf.convert_to_tensor(layer.kernel)) + bias_weight * layer.bias

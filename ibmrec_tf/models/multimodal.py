@@ -205,7 +205,7 @@ class MultimodalRecommender(Recommender):
         rows = tf.concat([user_rows, item_rows], axis=0)
         features, bias_weight = self.propagated_features()
         weight_rows = tf.gather(bias_weight, rows)
-        content = tf.concat([self.projection.project_without_bias(k, tf.gather(f, rows), weight_rows)
+        content = tf.concat([self.projection.project_with_bias_weight(k, tf.gather(f, rows), weight_rows)
                              for k, f in enumerate(features)], axis=1)
         final_rows = tf.gather(final, rows) + tf.pad(content, [[0, 0], [d, 0]])
         num_users = tf.shape(users)[0]
