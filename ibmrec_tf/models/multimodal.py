@@ -155,6 +155,13 @@ class MultimodalRecommender(Recommender):
         items = tf.concat([self.item_embedding] + list(z_all), axis=1)
         return users, items
 
+    def batch_ego(self, users, items):
+        """Layer-0 ``[p_a, c_a]`` of ``users`` and ``[q_i, z_i]`` of ``items``, projecting only them."""
+        z_rows = self.projection([tf.gather(m, items) for m in self.raw_features])
+        user_ego = tf.concat([rows_of(self.user_embedding, users),
+                              rows_of(self.user_content, users)], axis=1)
+        return user_ego, tf.concat([tf.gather(self.item_embedding, items)] + z_rows, axis=1)
+
     def forward(self, users=None, items=None, training=False, *, z_all=None, edge_scale=None):
         """Final representations of ``users`` and ``items`` (see :meth:`Recommender.forward`).
 
@@ -165,10 +172,7 @@ class MultimodalRecommender(Recommender):
         if (self.content and z_all is None and items is not None and not self.user_item_graph
                 and not self.item_item_graph and not self.config.straightforward):
             # No graph (VBPR): only the batch's items need their features projected.
-            z_rows = self.projection([tf.gather(m, items) for m in self.raw_features])
-            user_ego = tf.concat([rows_of(self.user_embedding, users),
-                                  rows_of(self.user_content, users)], axis=1)
-            item_ego = tf.concat([tf.gather(self.item_embedding, items)] + z_rows, axis=1)
+            user_ego, item_ego = self.batch_ego(users, items)
             return {"user_ego": user_ego, "item_ego": item_ego, "users": user_ego,
                     "item_base": item_ego, "items": item_ego}
         if self.propagates_raw_features(users, items, z_all):
@@ -209,12 +213,10 @@ class MultimodalRecommender(Recommender):
                              for k, f in enumerate(features)], axis=1)
         final_rows = tf.gather(final, rows) + tf.pad(content, [[0, 0], [d, 0]])
         num_users = tf.shape(users)[0]
-        z_items = self.projection([tf.gather(m, items) for m in self.raw_features])
-        item_ego_rows = tf.concat([tf.gather(self.item_embedding, items)] + z_items, axis=1)
-        return {"user_ego": tf.concat([tf.gather(self.user_embedding, users),
-                                       tf.gather(self.user_content, users)], axis=1),
-                "item_ego": item_ego_rows, "users": final_rows[:num_users],
-                "item_base": final_rows[num_users:], "items": final_rows[num_users:]}
+        user_ego_rows, item_ego_rows = self.batch_ego(users, items)
+        return {"user_ego": user_ego_rows, "item_ego": item_ego_rows,
+                "users": final_rows[:num_users], "item_base": final_rows[num_users:],
+                "items": final_rows[num_users:]}
 
     def on_item_graph(self, out, items=None, edge_scale=None, *, first=None):
         """``Y + Y'/||Y'||`` (Eq. 11-12) for ``items`` on the graph scaled by ``edge_scale``.
