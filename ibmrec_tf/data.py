@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+
 logger = logging.getLogger("ibmrec_tf")
 
 SPLITS = ("train", "valid", "test")

@@ -5,7 +5,9 @@ Two graph operands share one interface, ``graph.matmul(x, rows=None) -> (graph @
 * :class:`CSRGraph`: a fixed sparse matrix (the normalized user-item graph). It multiplies with
   the CSR kernel ``tf.raw_ops.SparseMatrixMatMul``, about 6x faster on CPU than
   ``tf.sparse.sparse_dense_matmul``, under a custom gradient that applies the transpose (the
-  matrix itself when symmetric), so gradients are exact.
+  matrix itself when symmetric), so gradients are exact. The CSR matrix is built with
+  TensorFlow's private ``sparse_csr_matrix_ops`` module; if a TensorFlow release moves it, the
+  graph falls back to ``tf.sparse.sparse_dense_matmul`` (same values, slower).
 * :class:`NeighborGraph`: a graph with a fixed number of neighbours per row (the kNN item-item
   graph) whose edge values are tensors and may carry gradients (learned modality weights, edge
   masks). It computes only the rows asked for (in training, the batch's items), so its
@@ -22,14 +24,27 @@ import tensorflow as tf
 import keras
 # The CSR wrapper attaches shape and dtype metadata to the CSR variant tensor, which lets a
 # CSR matrix built once, eagerly, be captured by every tf.function instead of being rebuilt from
-# COO indices on every call (~3 ms per training step on TikTok).
-from tensorflow.python.ops.linalg.sparse import sparse_csr_matrix_ops as _csr_ops
+# COO indices on every call (~3 ms per training step on TikTok). It is not public API: guard it.
+try:
+    from tensorflow.python.ops.linalg.sparse import sparse_csr_matrix_ops as _csr_ops
+except ImportError:  # pragma: no cover - depends on the TensorFlow release
+    _csr_ops = None
+
+
+def csr_kernel_available() -> bool:
+    """Whether :class:`CSRGraph` can use the CSR kernel (else ``sparse_dense_matmul``)."""
+    return _csr_ops is not None
 
 
 class CSRGraph:
-    """A fixed sparse ``[rows, cols]`` matrix multiplied with the CSR kernel."""
+    """A fixed sparse ``[rows, cols]`` matrix multiplied with the CSR kernel.
 
-    def __init__(self, matrix: sp.spmatrix, *, symmetric: bool | None = None):
+    ``use_csr_kernel=False`` (or a TensorFlow without the CSR module) multiplies with
+    ``tf.sparse.sparse_dense_matmul`` instead, under the same exact custom gradient.
+    """
+
+    def __init__(self, matrix: sp.spmatrix, *, symmetric: bool | None = None,
+                 use_csr_kernel: bool | None = None):
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
         matrix.sum_duplicates()
         matrix.sort_indices()
@@ -39,18 +54,27 @@ class CSRGraph:
                 if matrix.nnz else True
         self.symmetric = bool(symmetric)
         self.nnz = int(matrix.nnz)
+        if use_csr_kernel is None:
+            use_csr_kernel = csr_kernel_available()
+        elif use_csr_kernel and not csr_kernel_available():
+            raise ValueError("this TensorFlow has no CSR sparse-matrix module")
+        self.uses_csr_kernel = bool(use_csr_kernel)
+        convert = self._to_csr if self.uses_csr_kernel else self._to_sparse_tensor
         with tf.init_scope():  # eager even when first used inside a tf.function
-            self._forward = self._to_csr(matrix)
-            self._backward = self._forward if self.symmetric else self._to_csr(matrix.T.tocsr())
+            self._forward = convert(matrix)
+            self._backward = self._forward if self.symmetric else convert(matrix.T.tocsr())
 
     @staticmethod
-    def _to_csr(matrix: sp.csr_matrix):
+    def _to_sparse_tensor(matrix: sp.csr_matrix) -> tf.sparse.SparseTensor:
         coo = matrix.tocoo()
         order = np.lexsort((coo.col, coo.row))
-        sparse = tf.sparse.SparseTensor(
+        return tf.sparse.SparseTensor(
             np.stack([coo.row[order], coo.col[order]], 1).astype(np.int64),
             coo.data[order].astype(np.float32), np.asarray(matrix.shape, np.int64))
-        return _csr_ops.CSRSparseMatrix(sparse)._matrix
+
+    @classmethod
+    def _to_csr(cls, matrix: sp.csr_matrix):
+        return _csr_ops.CSRSparseMatrix(cls._to_sparse_tensor(matrix))._matrix
 
     def matmul(self, x, rows=None):
         """``(A @ x)[rows]`` with the exact gradient ``A^T @ upstream`` (``A`` itself if symmetric).
@@ -60,15 +84,62 @@ class CSRGraph:
         heavy ones, and their entries are a large part of the graph).
         """
         forward, backward = self._forward, self._backward
+        if self.uses_csr_kernel:
+            def product(matrix, dense):
+                return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=dense)
+        else:
+            product = tf.sparse.sparse_dense_matmul
 
         @tf.custom_gradient
         def spmm(dense):
             def grad(upstream):
-                return tf.raw_ops.SparseMatrixMatMul(a=backward, b=upstream)
-            return tf.raw_ops.SparseMatrixMatMul(a=forward, b=dense), grad
+                return product(backward, upstream)
+            return product(forward, dense), grad
 
         out = spmm(x)
         return out if rows is None else tf.gather(out, rows)
+
+
+class NeighborTable:
+    """A fixed ``[n, width]`` table of row ids, gathered with a fast exact gradient.
+
+    ``gather(params)`` is ``tf.gather(params, table)``. TensorFlow's gradient of a gather adds the
+    upstream rows into ``params``' shape with ``UnsortedSegmentSum``, a single-threaded kernel
+    that took 19 ms per IBMRec step on Sports for the edge masker's ``[18,357, 20, 8]`` gather
+    and 5 ms for each ``[18,357, 20]`` degree gather of the normalization (2 threads). Since the
+    table never changes, that sum is a fixed sparse product, ``T @ upstream`` with
+    ``T[j, e] = 1`` where flat entry ``e`` of the table is ``j``: one :class:`CSRGraph` built
+    once, multithreaded (about 3 ms and under 1 ms there).
+    """
+
+    def __init__(self, table, num_rows: int):
+        table = np.asarray(table, np.int64)
+        self.shape = table.shape
+        self.num_rows = int(num_rows)
+        with tf.init_scope():
+            self.ids = tf.constant(table.astype(np.int32))
+        flat = table.reshape(-1)
+        incidence = sp.csr_matrix((np.ones(len(flat), np.float32), (flat, np.arange(len(flat)))),
+                                  shape=(self.num_rows, len(flat)))
+        self._sum_into_rows = CSRGraph(incidence, symmetric=False)
+
+    def gather(self, params):
+        """``tf.gather(params, table)``: ``[num_rows, ...]`` -> ``[n, width, ...]``."""
+        entries = int(np.prod(self.shape))
+
+        @tf.custom_gradient
+        def gather(values):
+            def grad(upstream):
+                flat = tf.reshape(upstream, [entries, -1])
+                return tf.reshape(self._sum_into_rows.matmul(flat), tf.shape(values))
+            return tf.gather(values, self.ids), grad
+
+        return gather(params)
+
+
+def gather_table(params, table):
+    """``tf.gather(params, table)`` for a tensor ``table`` or a :class:`NeighborTable`."""
+    return table.gather(params) if isinstance(table, NeighborTable) else tf.gather(params, table)
 
 
 class NeighborGraph:
@@ -116,11 +187,12 @@ class NeighborGraph:
 def symmetric_normalize(values, neighbors):
     """``D^-1/2 S D^-1/2`` for a :class:`NeighborGraph`'s values, with ``D`` the row sums (Eq. 11).
 
-    Rows that sum to zero stay zero.
+    ``neighbors``: the ``[n, width]`` column ids, a tensor or a :class:`NeighborTable`. Rows
+    that sum to zero stay zero.
     """
     degree = tf.reduce_sum(values, axis=1)
     inv_sqrt = tf.where(degree > 0, tf.math.rsqrt(tf.maximum(degree, 1e-12)), 0.0)
-    return values * inv_sqrt[:, None] * tf.gather(inv_sqrt, neighbors)
+    return values * inv_sqrt[:, None] * gather_table(inv_sqrt, neighbors)
 
 
 @keras.saving.register_keras_serializable(package="ibmrec_tf")
@@ -197,6 +269,11 @@ class ModalityProjection(keras.layers.Layer):
     as in VBPR and LATTICE; ``hidden_layers=h`` puts ``h`` hidden layers of ``output_dim``
     units with ``activation`` before the output layer.
 
+    The weights are the layer's own (``m{k}_out_kernel``, ``m{k}_hidden{h}_bias``, ...), so the
+    layer's dtype policy and a checkpoint of the layer cover them. Under a mixed policy
+    (``dtype='mixed_bfloat16'``) the products run in the compute dtype from float32 variables,
+    and the outputs are cast back to float32.
+
     Args:
       input_dims: raw dimension of each modality, in order.
       output_dim: dimension of each ``Z^k``.
@@ -208,7 +285,8 @@ class ModalityProjection(keras.layers.Layer):
       fast_gradient: compute the kernels' gradients with :func:`tall_matmul` (same values,
         faster for many rows); False uses TensorFlow's own matmul gradient.
 
-    Call: a list of ``[n, input_dims[k]]`` tensors -> a list of ``[n, output_dim]`` tensors.
+    Call: a list of ``[n, input_dims[k]]`` tensors -> a list of ``[n, output_dim]`` float32
+    tensors.
     """
 
     def __init__(self, *, input_dims, output_dim: int = 64, hidden_layers: int = 0,
@@ -223,29 +301,44 @@ class ModalityProjection(keras.layers.Layer):
         self.output_stddev = output_stddev
         if self.hidden_layers < 0:
             raise ValueError(f"hidden_layers must be >= 0, got {hidden_layers}")
-        self.mlps = []
-        for k, dim in enumerate(self.input_dims):
-            stack = [keras.layers.Dense(self.output_dim, activation=activation, name=f"m{k}_hidden{h}")
-                     for h in range(self.hidden_layers)]
-            init = "glorot_uniform" if output_stddev is None else \
-                keras.initializers.RandomNormal(stddev=output_stddev)
-            stack.append(keras.layers.Dense(self.output_dim, kernel_initializer=init, name=f"m{k}_out"))
-            self.mlps.append(stack)
+        self._activation_fn = keras.activations.get(activation)
+        # Attribute names of each modality's (kernel, bias) pairs, input to output. Names, not
+        # the variables: a list of variables would not be tracked for tf.train.Checkpoint.
+        self._weight_names: list[list[tuple[str, str]]] = []
 
     def build(self, input_shape=None):
-        for dim, stack in zip(self.input_dims, self.mlps):
-            shape = (None, dim)
-            for layer in stack:
-                layer.build(shape)
-                shape = (None, self.output_dim)
+        for k, dim in enumerate(self.input_dims):
+            names = []
+            fan_in = dim
+            for h in range(self.hidden_layers + 1):
+                out = h == self.hidden_layers
+                prefix = f"m{k}_out" if out else f"m{k}_hidden{h}"
+                init = "glorot_uniform" if not out or self.output_stddev is None else \
+                    keras.initializers.RandomNormal(stddev=self.output_stddev)
+                setattr(self, f"{prefix}_kernel", self.add_weight(
+                    shape=(fan_in, self.output_dim), initializer=init, name=f"{prefix}_kernel"))
+                setattr(self, f"{prefix}_bias", self.add_weight(
+                    shape=(self.output_dim,), initializer="zeros", name=f"{prefix}_bias"))
+                names.append((f"{prefix}_kernel", f"{prefix}_bias"))
+                fan_in = self.output_dim
+            self._weight_names.append(names)
         self.built = True
 
+    def _weights_of(self, k: int):
+        return [(getattr(self, kernel), getattr(self, bias)) for kernel, bias in self._weight_names[k]]
+
+    def _matmul(self, x, kernel):
+        kernel = tf.cast(tf.convert_to_tensor(kernel), self.compute_dtype)
+        return (tall_matmul if self.fast_gradient else tf.matmul)(x, kernel)
+
     def project(self, k: int, features):
-        out = features
-        matmul = tall_matmul if self.fast_gradient else tf.matmul
-        for layer in self.mlps[k]:  # the Dense layers hold the weights
-            out = layer.activation(matmul(out, tf.convert_to_tensor(layer.kernel)) + layer.bias)
-        return out
+        out = tf.cast(features, self.compute_dtype)
+        layers = self._weights_of(k)
+        for h, (kernel, bias) in enumerate(layers):
+            out = self._matmul(out, kernel) + tf.cast(bias, self.compute_dtype)
+            if h + 1 < len(layers):
+                out = self._activation_fn(out)
+        return tf.cast(out, tf.float32)
 
     def call(self, features):
         return [self.project(k, m) for k, m in enumerate(features)]
@@ -263,9 +356,9 @@ class ModalityProjection(keras.layers.Layer):
         """
         if not self.is_affine:
             raise ValueError("project_with_bias_weight needs an affine projection (hidden_layers=0)")
-        layer = self.mlps[k][0]
-        matmul = tall_matmul if self.fast_gradient else tf.matmul
-        return matmul(features, tf.convert_to_tensor(layer.kernel)) + bias_weight * layer.bias
+        (kernel, bias), = self._weights_of(k)
+        product = self._matmul(tf.cast(features, self.compute_dtype), kernel)
+        return tf.cast(product, tf.float32) + bias_weight * tf.convert_to_tensor(bias)
 
     def get_config(self):
         return {**super().get_config(), "input_dims": self.input_dims, "output_dim": self.output_dim,
@@ -286,8 +379,8 @@ class EdgeMasker(keras.layers.Layer):
       keep_bias_init: initial ``b_2``; 2.0 starts every edge at keep probability 0.88, close
         to the original graph.
 
-    Call: ``(item_features [n, dim], neighbors [n, width] int) -> [n, width]`` logits of the
-    keep probabilities (``w_ij = sigmoid(logit)``); samplers take the logits, which stay finite
+    Call: ``(item_features [n, dim], neighbors [n, width])`` (int ids, or a
+    :class:`NeighborTable`) ``-> [n, width]`` logits of the keep probabilities (``w_ij = sigmoid(logit)``); samplers take the logits, which stay finite
     where the probability rounds to 0 or 1.
     """
 
@@ -310,7 +403,7 @@ class EdgeMasker(keras.layers.Layer):
     def call(self, item_features, neighbors):
         source = tf.matmul(item_features, self.w_source) + self.b_hidden  # [n, h]
         target = tf.matmul(item_features, self.w_target)                   # [n, h]
-        hidden = tf.nn.relu(source[:, None, :] + tf.gather(target, neighbors))
+        hidden = tf.nn.relu(source[:, None, :] + gather_table(target, neighbors))
         return tf.tensordot(hidden, self.w_out, axes=1) + self.b_out
 
     def get_config(self):

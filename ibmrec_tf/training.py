@@ -4,12 +4,19 @@ The loop knows nothing model-specific: every update rule lives in the model's ``
 Each epoch it
 
 1. feeds the epoch's BPR triplets (a pure function of ``(seed, epoch)``) to the compiled
-   ``train_step``, logging every loss term to TensorBoard;
+   step, which also accumulates every scalar loss term and records the first non-finite one
+   on the device; the host reads them every ``log_every`` steps (TensorBoard) and at the end
+   of the epoch, so it does not wait for the device after every step;
 2. evaluates full-ranking metrics on the validation split;
 3. keeps the best weights by ``select_metric`` (validation only) and stops after ``patience``
    epochs without improvement;
-4. writes a checkpoint atomically (model, optimizers, loop state), so a killed run restarted
-   with ``resume=True`` continues after the last completed epoch.
+4. saves the training state with ``tf.train.CheckpointManager``: ``checkpoints/latest/`` holds
+   the model, every optimizer and the loop's own state (epoch, best metric and epoch, epochs
+   without improvement, history) after the last completed epoch, ``checkpoints/best/`` the
+   model's weights at the best epoch. Variables are matched by their object path
+   (``model/backbone/user_embedding``, ``optimizers/main/adam.vlattice_P_momentum``), never by
+   creation order. A killed run restarted with ``resume=True`` continues after the last
+   completed epoch and ends exactly where the uninterrupted run ends.
 
 At the end the best weights are restored and evaluated once on validation and once on test.
 """
@@ -22,14 +29,15 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
-from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 import keras
 
+from ibmrec_tf.config import TrainConfig  # noqa: F401  (re-exported)
 from ibmrec_tf.data import Dataset, TripletSampler
 from ibmrec_tf.evaluation import Evaluator
 from ibmrec_tf.models.base import Recommender
@@ -37,41 +45,17 @@ from ibmrec_tf.models.base import Recommender
 logger = logging.getLogger("ibmrec_tf")
 
 CHECKPOINT_DIR = "checkpoints"
-LATEST = "latest.npz"
-BEST = "best.npz"
+LATEST = "latest"
+BEST = "best"
+_OLD_FORMAT = ("latest.npz", "best.npz")
 
 
 class NumericalError(RuntimeError):
     """A loss became NaN or infinite."""
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How to train.
-
-    Attributes:
-      epochs: the maximum number of epochs.
-      batch_size: triplets per step.
-      learning_rate: Adam's learning rate (every optimizer of the model).
-      patience: epochs without a better validation ``select_metric`` before stopping.
-      seed: seeds the weights' initialization (by the caller) and the triplet sampler.
-      ks: cut-offs of the reported metrics.
-      select_metric: the validation metric that selects the epoch.
-      log_every: steps between TensorBoard loss summaries.
-      eval_batch_size: users per full-ranking batch.
-      verbose: 0 silent, 1 a progress bar and a line per epoch.
-    """
-
-    epochs: int = 1000
-    batch_size: int = 1024
-    learning_rate: float = 5e-4
-    patience: int = 10
-    seed: int = 0
-    ks: Sequence[int] = (10, 20, 50)
-    select_metric: str = "recall@20"
-    log_every: int = 10
-    eval_batch_size: int = 512
-    verbose: int = 1
+class CheckpointError(ValueError):
+    """A model directory whose checkpoints cannot be read; one line saying what to do."""
 
 
 @dataclasses.dataclass
@@ -86,70 +70,134 @@ class TrainResult:
     history: list
 
 
-def _atomic_savez(path: str, **arrays) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+# -- checkpoints -----------------------------------------------------------------------------------
+def named_optimizer_state(optimizer: keras.optimizers.Optimizer) -> tf.train.Checkpoint:
+    """The optimizer's own variables keyed by name (``adam.iteration``, ``adam.vlattice_P_momentum``).
+
+    Keras 3's optimizer tracks its slots in a list, so a plain ``tf.train.Checkpoint(optimizer=
+    opt)`` keys them by position; the slots' names carry the path of the variable they belong
+    to, so keying by name keeps every slot with its variable whatever the creation order. The
+    key is the variable's path with the optimizer instance's number dropped (``adam_3`` ->
+    ``adam``), which keeps a loss-scale optimizer's own variables apart from its inner Adam's.
+    """
+    slots = {}
+    for variable in optimizer.variables:
+        key = ".".join(re.sub(r"_\d+$", "", part) for part in variable.path.split("/"))
+        if key in slots:
+            raise ValueError(f"two optimizer variables are both named {key!r}: give the model's "
+                             f"variables distinct paths")
+        slots[key] = variable
+    return tf.train.Checkpoint(**slots)
 
 
-def model_state(model: Recommender, with_optimizers: bool = True) -> dict[str, np.ndarray]:
-    state = {f"model/{i}": np.asarray(v.numpy()) for i, v in enumerate(model.weights)}
-    if with_optimizers:
-        for name, opt in model.optimizers.items():
-            for i, v in enumerate(opt.variables):
-                state[f"opt/{name}/{i}"] = np.asarray(v.numpy())
-    return state
+class TrainerState(tf.Module):
+    """The loop's state as checkpointable variables (the history as a JSON string)."""
+
+    def __init__(self):
+        super().__init__(name="trainer_state")
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.best_value = tf.Variable(-math.inf, dtype=tf.float64, trainable=False)
+        self.wait = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.record = tf.Variable("{}", dtype=tf.string, trainable=False)
+
+    def store(self, state: dict) -> None:
+        self.epoch.assign(state["epoch"])
+        self.best_epoch.assign(state["best_epoch"])
+        self.best_value.assign(state["best_value"])
+        self.wait.assign(state["wait"])
+        self.record.assign(json.dumps({"history": state["history"],
+                                       "train_seconds": state["train_seconds"]}))
+
+    def load(self) -> dict:
+        record = json.loads(self.record.numpy().decode())
+        return {"epoch": int(self.epoch.numpy()), "best_epoch": int(self.best_epoch.numpy()),
+                "best_value": float(self.best_value.numpy()), "wait": int(self.wait.numpy()),
+                "history": record.get("history", []),
+                "train_seconds": record.get("train_seconds", [])}
 
 
-def restore_model_state(model: Recommender, state, with_optimizers: bool = True) -> None:
-    weights = model.weights
-    count = sum(1 for k in state.keys() if k.startswith("model/"))
-    if count != len(weights):
-        raise ValueError(f"checkpoint holds {count} model variables, the model has {len(weights)}")
-    for i, v in enumerate(weights):
-        value = state[f"model/{i}"]
-        if tuple(value.shape) != tuple(v.shape):
-            raise ValueError(f"checkpoint variable {i} ({v.path}) has shape {value.shape}, "
-                             f"the model expects {tuple(v.shape)}")
-        v.assign(value)
-    if with_optimizers:
-        for name, opt in model.optimizers.items():
-            for i, v in enumerate(opt.variables):
-                v.assign(state[f"opt/{name}/{i}"])
+def _check_not_old_format(ckpt_dir: str) -> None:
+    old = [name for name in _OLD_FORMAT if os.path.exists(os.path.join(ckpt_dir, name))]
+    if old:
+        raise CheckpointError(
+            f"{os.path.join(ckpt_dir, old[0])}: a checkpoint of the old .npz format, which this "
+            f"version no longer reads (its variables were matched by position); retrain into a "
+            f"new --model_dir, or with --overwrite")
+
+
+def checkpoint_path(model_dir: str, which: str = BEST) -> str | None:
+    """The newest ``which`` (``'best'`` or ``'latest'``) checkpoint of ``model_dir``, or None."""
+    ckpt_dir = os.path.join(model_dir, CHECKPOINT_DIR)
+    _check_not_old_format(ckpt_dir)
+    return tf.train.latest_checkpoint(os.path.join(ckpt_dir, which))
+
+
+def untracked_variables(root) -> list[str]:
+    """Paths of ``root.variables`` that a ``tf.train.Checkpoint`` of ``root`` would not save.
+
+    Keras 3 does not track layers kept in a plain Python list for ``tf.train.Checkpoint``: their
+    variables would be silently left out of every save and restore. The trainer refuses such a
+    model.
+    """
+    tracked = {id(obj) for obj in tf.train.TrackableView(root).descendants()}
+    return [v.path for v in root.variables if id(v) not in tracked]
 
 
 def load_weights(model: Recommender, path: str) -> None:
-    """Loads the model variables of a checkpoint file (``best.npz`` or ``latest.npz``)."""
-    with np.load(path) as state:
-        restore_model_state(model, state, with_optimizers=False)
+    """Restores the model variables of a checkpoint (``best`` or ``latest``), matched by path.
+
+    Every variable of the model must have a value in the checkpoint: a checkpoint of another
+    model or configuration is an error, not a partial restore.
+    """
+    untracked = untracked_variables(model)
+    if untracked:
+        raise CheckpointError(f"the model's variables {untracked} are not tracked for checkpoints")
+    status = tf.train.Checkpoint(model=model).read(path)
+    status.expect_partial()  # a 'latest' checkpoint also holds optimizers and the loop's state
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise CheckpointError(f"{path}: does not hold every variable of this model (a checkpoint "
+                              f"of another model or configuration?): {str(e).splitlines()[0]}") from None
 
 
 class Trainer:
     """Trains one model on one dataset into ``model_dir`` (see the module docstring)."""
 
     def __init__(self, model: Recommender, dataset: Dataset, config: TrainConfig, model_dir: str,
-                 *, echo: Callable[[str], None] = print):
-        if config.select_metric.split("@")[0] not in ("recall", "precision", "ndcg"):
-            raise ValueError(f"select_metric {config.select_metric!r} is not a ranking metric")
+                 *, echo=print):
         self.model = model
         self.dataset = dataset
         self.config = config
         self.model_dir = model_dir
         self.echo = echo if config.verbose else (lambda _: None)
         self.ckpt_dir = os.path.join(model_dir, CHECKPOINT_DIR)
+        _check_not_old_format(self.ckpt_dir)
         os.makedirs(self.ckpt_dir, exist_ok=True)
         self.sampler = TripletSampler(dataset, config.seed)
         self.valid_evaluator = Evaluator(dataset, "valid", ks=config.ks,
-                                         batch_size=config.eval_batch_size)
-        if config.select_metric not in [f"{m}@{k}" for m in ("recall", "precision", "ndcg")
-                                        for k in self.valid_evaluator.ks]:
-            raise ValueError(f"select_metric {config.select_metric!r} needs its cut-off in ks")
+                                         batch_size=config.eval_batch_size,
+                                         score_dtype=model.score_dtype)
         if not model.optimizers:
             model.create_optimizers(config.learning_rate)
-        self._train_step = tf.function(model.train_step, reduce_retracing=True)
+        untracked = untracked_variables(model)
+        if untracked:
+            raise CheckpointError(f"the model's variables {untracked} are not tracked for "
+                                  f"checkpoints (layers kept in a plain Python list?)")
+        self.trainer_state = TrainerState()
+        optimizers = tf.train.Checkpoint(**{name: named_optimizer_state(opt)
+                                            for name, opt in model.optimizers.items()})
+        self.latest = tf.train.CheckpointManager(
+            tf.train.Checkpoint(model=model, optimizers=optimizers, trainer=self.trainer_state),
+            os.path.join(self.ckpt_dir, LATEST), max_to_keep=1)
+        self.best = tf.train.CheckpointManager(
+            tf.train.Checkpoint(model=model), os.path.join(self.ckpt_dir, BEST), max_to_keep=1)
+        self._step = tf.function(self._step_and_record, reduce_retracing=True)
+        self._term_names: list[str] | None = None
+        self._term_sums = None      # float64 [terms]: this epoch's sums of the scalar loss terms
+        self._first_bad = None      # int64 [2]: (step, term index) of the first non-finite term
+        self._bad_value = None      # float32: its value
         self.writers = {s: tf.summary.create_file_writer(os.path.join(model_dir, "logs", s))
                         for s in ("train", "valid")}
         self.state = {"epoch": 0, "best_epoch": 0, "best_value": -math.inf, "wait": 0,
@@ -157,22 +205,60 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------
     def _save(self, best: bool) -> None:
-        trainer_state = np.frombuffer(json.dumps(self.state).encode(), dtype=np.uint8)
+        epoch = self.state["epoch"]
         if best:
-            _atomic_savez(os.path.join(self.ckpt_dir, BEST), **model_state(self.model, False))
-        _atomic_savez(os.path.join(self.ckpt_dir, LATEST), trainer_state=trainer_state,
-                      **model_state(self.model))
+            self.best.save(checkpoint_number=epoch)
+        self.trainer_state.store(self.state)
+        self.latest.save(checkpoint_number=epoch)
 
     def resume(self) -> bool:
         """Restores the latest checkpoint if there is one; returns whether it did."""
-        path = os.path.join(self.ckpt_dir, LATEST)
-        if not os.path.exists(path):
+        path = self.latest.latest_checkpoint
+        if path is None:
             return False
-        with np.load(path) as state:
-            restore_model_state(self.model, state)
-            self.state = json.loads(state["trainer_state"].tobytes().decode())
+        status = self.latest.checkpoint.read(path)
+        status.expect_partial()  # the manager's own save counter is not needed
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as e:
+            raise CheckpointError(f"{path}: does not hold every variable of this model and its "
+                                  f"optimizers: {str(e).splitlines()[0]}") from None
+        self.state = self.trainer_state.load()
         self.echo(f"resumed from {path} after epoch {self.state['epoch']}")
         return True
+
+    # -- the compiled step ----------------------------------------------------------------------
+    def _step_and_record(self, batch, step):
+        """One ``train_step``, then its scalar terms added to the epoch's sums, on the device.
+
+        The first non-finite term (in name order) and its step are recorded once; the host reads
+        the record with the sums, every ``log_every`` steps and at the end of the epoch.
+        """
+        terms = self.model.train_step(batch)
+        scalars = {name: t for name, t in terms.items() if t.shape.rank == 0}
+        if self._term_names is None:  # the first trace creates the accumulators
+            self._term_names = sorted(scalars)
+            with tf.init_scope():
+                self._term_sums = tf.Variable(tf.zeros([len(self._term_names)], tf.float64),
+                                              trainable=False)
+                self._first_bad = tf.Variable([-1, -1], dtype=tf.int64, trainable=False)
+                self._bad_value = tf.Variable(0.0, dtype=tf.float32, trainable=False)
+        values = tf.stack([tf.cast(scalars[name], tf.float32) for name in self._term_names])
+        self._term_sums.assign_add(tf.cast(values, tf.float64))
+        finite = tf.math.is_finite(values)
+        bad_term = tf.argmin(tf.cast(finite, tf.int32), output_type=tf.int64)
+        first = tf.logical_and(tf.logical_not(tf.reduce_all(finite)), self._first_bad[0] < 0)
+        self._first_bad.assign(tf.where(first, tf.stack([tf.cast(step, tf.int64), bad_term]),
+                                        self._first_bad))
+        self._bad_value.assign(tf.where(first, values[bad_term], self._bad_value))
+        return terms
+
+    def _raise_if_bad(self, epoch: int) -> None:
+        step, term = (int(x) for x in self._first_bad.numpy())
+        if step >= 0:
+            value = float(self._bad_value.numpy())
+            raise NumericalError(f"loss term {self._term_names[term]!r} is {value} at epoch "
+                                 f"{epoch}, step {step}")
 
     # -- the loop -----------------------------------------------------------------------------
     def _run_epoch(self, epoch: int) -> dict:
@@ -181,30 +267,33 @@ class Trainer:
         # A live bar on a terminal; in logs (not a TTY) the per-epoch line is the progress output.
         show_bar = bool(cfg.verbose) and sys.stdout.isatty()
         bar = keras.utils.Progbar(steps, verbose=1 if show_bar else 0, unit_name="step")
-        sums: dict[str, float] = {}
         step0 = (epoch - 1) * steps
+        if self._term_sums is not None:
+            self._term_sums.assign(tf.zeros_like(self._term_sums))
+            self._first_bad.assign([-1, -1])
         with self.writers["train"].as_default():
             for i, batch in enumerate(self.sampler.epoch_dataset(epoch, cfg.batch_size)):
-                terms = self._train_step(batch)
-                values = {k: float(v) for k, v in terms.items() if not v.shape.rank}
-                for name, value in values.items():
-                    if not math.isfinite(value):
-                        raise NumericalError(f"loss term {name!r} is {value} at epoch {epoch}, "
-                                             f"step {i + 1}")
-                    sums[name] = sums.get(name, 0.0) + value
-                if (step0 + i) % cfg.log_every == 0:
-                    for name, value in values.items():
-                        tf.summary.scalar(f"train/{name}", value, step=step0 + i)
-                    for name, tensor in terms.items():
-                        if tensor.shape.rank:
-                            tf.summary.histogram(name, tensor, step=step0 + i)
-                if show_bar and (i % 10 == 0 or i + 1 == steps):
-                    bar.update(i + 1, values=[("loss", values["loss"])], finalize=i + 1 == steps)
-        return {k: v / steps for k, v in sums.items()}
+                terms = self._step(batch, tf.constant(i + 1, tf.int64))
+                log = (step0 + i) % cfg.log_every == 0
+                if log or (show_bar and (i % 10 == 0 or i + 1 == steps)):
+                    self._raise_if_bad(epoch)  # reads the device's record: one wait, not per step
+                    if log:
+                        for name, tensor in terms.items():
+                            if tensor.shape.rank:
+                                tf.summary.histogram(name, tensor, step=step0 + i)
+                            else:
+                                tf.summary.scalar(f"train/{name}", tensor, step=step0 + i)
+                    if show_bar:
+                        bar.update(i + 1, values=[("loss", float(terms["loss"]))],
+                                   finalize=i + 1 == steps)
+        self._raise_if_bad(epoch)
+        sums = self._term_sums.numpy()
+        return {name: float(total) / steps for name, total in zip(self._term_names, sums)}
 
     def evaluate(self, split: str) -> dict:
         evaluator = self.valid_evaluator if split == "valid" else Evaluator(
-            self.dataset, split, ks=self.config.ks, batch_size=self.config.eval_batch_size)
+            self.dataset, split, ks=self.config.ks, batch_size=self.config.eval_batch_size,
+            score_dtype=self.model.score_dtype)
         users, items = self.model.final_embeddings()
         return evaluator.evaluate(users, items)
 
@@ -254,8 +343,8 @@ class Trainer:
 
     def finish(self, stopped_early: bool) -> TrainResult:
         s = self.state
-        best_path = os.path.join(self.ckpt_dir, BEST)
-        if os.path.exists(best_path):
+        best_path = self.best.latest_checkpoint
+        if best_path is not None:
             load_weights(self.model, best_path)
         start = time.perf_counter()
         valid = self.evaluate("valid")
@@ -267,6 +356,15 @@ class Trainer:
         return TrainResult(best_epoch=s["best_epoch"], epochs_run=s["epoch"], valid=valid,
                            test=test, seconds_per_epoch=per_epoch, eval_seconds=eval_seconds,
                            stopped_early=stopped_early, history=s["history"])
+
+
+def checkpointed_epoch(model_dir: str) -> int:
+    """The last completed epoch saved in ``model_dir``'s latest checkpoint (0 if none)."""
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR, LATEST))
+    if path is None:
+        return 0
+    return int(tf.train.load_checkpoint(path).get_tensor(
+        "trainer/epoch/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 def write_json(path: str, payload) -> None:

@@ -23,9 +23,14 @@ Studies:
   speed     LightGCN, VLightGCN, VLATTICE and IBMRec for --speed_epochs epochs, each in the fast
             and in the straightforward formulation (--straightforward), one seed: median seconds
             per epoch after the first, seconds per full-ranking evaluation, peak memory, speed-up
-            ratio
+            ratio; and each run's floor (the products its step cannot avoid, timed alone in
+            this process just before the run) with the ratio of s/epoch to it
   scaling   IBMRec on --fractions of the training interactions, one seed: seconds per epoch
             against the number of interactions
+  precision LightGCN, VLATTICE and IBMRec under each --precision (float32, mixed_bfloat16,
+            mixed_float16) for --speed_epochs epochs, one seed: seconds per epoch and per
+            evaluation, on the device each run used (a GPU when TensorFlow sees one;
+            benchmarks/gpu.sh runs it on TikTok and Sports)
   search    the flagfile's configuration and each --variant (a validation search): the table
             lists validation and test metrics, and marks the variant with the best mean
             validation Recall@20 (the test columns are reported, never used to choose)
@@ -55,10 +60,11 @@ import time
 from absl import flags
 
 from runners import common
+from ibmrec_tf.config import PRECISIONS
 
 flags.DEFINE_enum("study", "models",
                   ["models", "backbones", "ablation", "noise", "sensitivity", "search", "speed",
-                   "scaling", "eval"],
+                   "scaling", "eval", "precision"],
                   "Which study.")
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0 .. seeds-1).")
 flags.DEFINE_string("bench_dir", "runs/bench", "Where the runs and the tables go.")
@@ -86,7 +92,7 @@ flags.DEFINE_integer("jobs", 1, "Runs trained at once (quality studies; the timi
 flags.DEFINE_integer("eval_repeats", 3, "eval study: timed repeats (after one untimed).")
 FLAGS = flags.FLAGS
 
-TIMING_STUDIES = ("speed", "scaling")
+TIMING_STUDIES = ("speed", "scaling", "precision")
 
 def study_runs(study: str) -> list[tuple[str, list[str]]]:
     """``(label, extra flags)`` of every configuration of ``study``."""
@@ -132,6 +138,9 @@ def study_runs(study: str) -> list[tuple[str, list[str]]]:
             return [(f"{m}{' straightforward' if plain else ''}",
                      [f"--model={m}", *epochs] + (["--straightforward"] if plain else []))
                     for m in ("lightgcn", "vlightgcn", "vlattice", "ibmrec") for plain in (False, True)]
+        if study == "precision":
+            return [(f"{m} {p}", [f"--model={m}", f"--precision={p}", *epochs])
+                    for m in ("lightgcn", "vlattice", "ibmrec") for p in PRECISIONS]
         return [(f"ibmrec fraction={f}", ["--model=ibmrec", f"--train_fraction={f}", *epochs])
                 for f in FLAGS.fractions]
     raise common.UsageError(f"unknown study {study!r}")
@@ -146,10 +155,10 @@ def parse_variant(spec: str) -> list[str]:
     out = []
     for token in spec.split():
         name, sep, _ = token.lstrip("-").partition("=")
-        if not sep or name not in common.OWN_FLAGS or name in _NOT_VARIANT:
+        if not sep or name not in common.recorded_flags() or name in _NOT_VARIANT:
             raise common.UsageError(
                 f"--variant={spec!r}: {token!r} is not name=value of a training flag "
-                f"(one of {', '.join(n for n in common.OWN_FLAGS if n not in _NOT_VARIANT)})")
+                f"(one of {', '.join(n for n in common.recorded_flags() if n not in _NOT_VARIANT)})")
         out.append("--" + token.lstrip("-"))
     if not out:
         raise common.UsageError("--variant must set at least one flag")
@@ -163,6 +172,14 @@ def run_one(label: str, extra: list[str], seed: int, common_flags: list[str]) ->
         print(f"  {label} seed {seed}: not run yet", flush=True)
         return None
     differences = {}
+    floor_path = os.path.join(model_dir, "floor.json")
+    floor = None
+    if FLAGS.study == "speed" and not FLAGS.report_only:
+        # The floor is timed alone just before the run, on the same cores, with the same threads.
+        data = _floor_data()
+        model = next(a.split("=", 1)[1] for a in extra if a.startswith("--model="))
+        floor = {"parts": step_floor(data, model, extra),
+                 "steps_per_epoch": -(-len(data.train) // FLAGS.batch_size)}
     if not os.path.exists(metrics_path):
         cmd = [sys.executable, "-m", "runners.train", *common_flags, *extra, f"--seed={seed}",
                f"--model_dir={model_dir}", "--overwrite", "--verbose=0"]
@@ -180,11 +197,30 @@ def run_one(label: str, extra: list[str], seed: int, common_flags: list[str]) ->
                   "differ from this study's: " + ", ".join(
                       f"{name}={had} (study: {want})" for name, (had, want) in differences.items()),
                   flush=True)
+    if floor is not None:
+        with open(floor_path, "w") as f:
+            json.dump(floor, f, indent=2)
+    elif os.path.exists(floor_path):
+        with open(floor_path) as f:
+            floor = json.load(f)
     with open(metrics_path) as f:
         result = {"label": label, "seed": seed, "flags": extra, **json.load(f)}
+    if floor is not None:
+        result["floor"] = floor
     if differences:
         result["flag_differences"] = {name: list(pair) for name, pair in differences.items()}
     return result
+
+
+_FLOOR_DATA = []
+
+
+def _floor_data():
+    """The dataset, loaded once in this process for the floor measurements."""
+    if not _FLOOR_DATA:
+        common.configure_tensorflow()
+        _FLOOR_DATA.append(common.load_data())
+    return _FLOOR_DATA[0]
 
 
 def _same_value(name: str, a: str, b: str) -> bool:
@@ -271,6 +307,104 @@ def speed_table(results: list[dict]) -> str:
             f"{r['eval_seconds']:.2f} | {r.get('peak_rss_mb', float('nan')):.0f} | "
             f"{plain.get('peak_rss_mb', float('nan')) if plain else float('nan'):.0f} | "
             f"{len(r.get('epoch_seconds', []))} |")
+    return "\n".join(lines)
+
+
+# -- the step's floor ---------------------------------------------------------------------------------
+CONTENT_MODELS = ("vbpr", "vlightgcn", "vlattice")
+GRAPH_MODELS = ("lightgcn", "vlightgcn", "lattice", "vlattice")
+
+
+def floor_parts(model: str, backbone: str, straightforward: bool) -> tuple[bool, bool, bool]:
+    """``(content, user-item graph, projects every item each step)`` of a model configuration."""
+    name = backbone if model == "ibmrec" else model
+    content = name in CONTENT_MODELS
+    item_item = name in ("lattice", "vlattice")
+    # Every item's Z each step: the LATTICE-based models with content, IBMRec with GIB (its
+    # masker reads every item's Z), or any content model in the straightforward formulation.
+    all_items = (item_item and (content or model == "ibmrec")) or (content and straightforward)
+    return content, name in GRAPH_MODELS, all_items
+
+
+def step_floor(data, model: str, extra: list[str], repeats: int = 5) -> dict[str, float]:
+    """Seconds per training step of the products a step of ``model`` cannot avoid, each timed
+    alone (median of ``repeats`` after one untimed) at the run's shapes in this process:
+
+    * the user-item propagation: ``n_layers`` CSR products forward and as many backward, at the
+      width the model propagates (``d`` for ID embeddings, ``d (1 + K)`` with K modalities);
+    * for models that project every item each step: each modality's ``M W`` over all items and
+      its kernel gradient ``(dZ^T M)^T``.
+
+    Everything else a step does (gathers, the losses, HSIC, the edge masker, Adam) is above it.
+    """
+    import numpy as np
+    import tensorflow as tf
+    from ibmrec_tf import graph as graph_lib
+    from ibmrec_tf.layers import CSRGraph
+
+    config = common.model_config()
+    straightforward = "--straightforward" in extra or config.straightforward
+    backbone = next((a.split("=", 1)[1] for a in extra if a.startswith("--backbone=")),
+                    config.backbone)
+    content, ui_graph, all_items = floor_parts(model, backbone, straightforward)
+    d = config.embedding_dim
+    rng = np.random.default_rng(0)
+
+    def timed(fn, *args) -> float:
+        fn(*args).numpy()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn(*args).numpy()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    parts = {}
+    if ui_graph and config.n_layers:
+        graph = CSRGraph(graph_lib.normalized_adjacency(data.num_users, data.num_items, data.train),
+                         symmetric=True)
+        width = d * (1 + len(data.features)) if content else d
+        x = tf.constant(rng.normal(size=(data.num_users + data.num_items, width)).astype(np.float32))
+        product = tf.function(lambda e: graph.matmul(e)[:1])
+        parts["sparse propagation"] = 2 * config.n_layers * timed(product, x)
+    if all_items:
+        forward = tf.function(lambda m, w: tf.matmul(m, w)[:1])
+        kernel_gradient = tf.function(lambda m, dz: tf.transpose(tf.matmul(dz, m, transpose_a=True)))
+        for name, features in data.features.items():
+            m = tf.constant(features)
+            w = tf.constant(rng.normal(size=(m.shape[1], d)).astype(np.float32))
+            dz = tf.constant(rng.normal(size=(m.shape[0], d)).astype(np.float32))
+            parts[f"{name} projection"] = timed(forward, m, w)
+            parts[f"{name} kernel gradient"] = timed(kernel_gradient, m, dz)
+    return parts
+
+
+def floor_table(results: list[dict]) -> str:
+    """Each run's seconds per epoch against its floor measured in the same benchmark run."""
+    lines = ["| model | s/epoch | floor s/epoch | ratio | floor per step (ms) |",
+             "|" + "---|" * 5]
+    for r in results:
+        floor = r.get("floor")
+        if not floor:
+            continue
+        per_step = sum(floor["parts"].values())
+        epoch_floor = per_step * floor["steps_per_epoch"]
+        detail = ", ".join(f"{k} {v * 1000:.0f}" for k, v in floor["parts"].items()) or "none"
+        lines.append(f"| {r['label']} | {r['seconds_per_epoch']:.2f} | {epoch_floor:.2f} | "
+                     f"{r['seconds_per_epoch'] / epoch_floor if epoch_floor else float('nan'):.2f}x"
+                     f" | {per_step * 1000:.0f} ({detail}) |")
+    return "\n".join(lines)
+
+
+def precision_table(results: list[dict]) -> str:
+    """Seconds per epoch and per evaluation of each model under each --precision, and the device."""
+    lines = ["| model | precision | device | s/epoch | s/evaluation | valid recall@20 | peak MB |",
+             "|" + "---|" * 7]
+    for r in results:
+        model, precision = r["label"].split(" ", 1)
+        lines.append(f"| {model} | {precision} | {r.get('device', '?')} | "
+                     f"{r['seconds_per_epoch']:.2f} | {r['eval_seconds']:.2f} | "
+                     f"{r['valid']['recall@20']:.4f} | {r.get('peak_rss_mb', float('nan')):.0f} |")
     return "\n".join(lines)
 
 
@@ -410,7 +544,7 @@ def main(argv):
            "resume", "verbose", "speed_epochs", "fractions", "alphas", "betas", "sigma2s",
            "report_only", "eval_dims", "eval_batch_sizes", "eval_repeats", "variant", "jobs",
            "only"}
-    common_flags = [FLAGS[name].serialize() for name in common.OWN_FLAGS
+    common_flags = [FLAGS[name].serialize() for name in common.recorded_flags()
                     if FLAGS[name].present and name not in own]
     results, failed = [], []
     seeds = 1 if FLAGS.study in TIMING_STUDIES else FLAGS.seeds
@@ -453,7 +587,10 @@ def main(argv):
         keys = tuple(f"{m}@{k}" for m in ("recall", "precision", "ndcg") for k in (10, 20, 50))
         text = table(results, keys=keys)
     else:
-        text = {"speed": speed_table, "search": search_table, "scaling": scaling_table,
+        text = {"speed": lambda r: speed_table(r) + "\n\nThe floor: the products a step cannot "
+                "avoid, timed alone in this run just before each training run (per step, then "
+                "times the steps of an epoch).\n\n" + floor_table(r),
+                "search": search_table, "scaling": scaling_table, "precision": precision_table,
                 "eval": eval_table}.get(FLAGS.study, table)(results)
     machine = f"{os.cpu_count()} cores, {platform.machine()}, {platform.platform(terse=True)}"
     with open(out + ".md", "w") as f:

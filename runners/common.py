@@ -37,85 +37,94 @@ _keep_freed_memory()
 
 from absl import app, flags  # noqa: E402
 
+from ibmrec_tf import config as config_lib  # noqa: E402  (no TensorFlow import)
+
 FLAGS = flags.FLAGS
 
 MODEL_NAMES = ["bprmf", "lightgcn", "vbpr", "vlightgcn", "lattice", "vlattice", "ibmrec"]
 
+#: Every flag defined here, in order: the flags a run records in ``flags.cfg`` (and compares
+#: on ``--resume``), less ``INVOCATION_FLAGS``.
+DEFINED: list[str] = []
+#: Flags that say what to do with a model directory this time, not what the run is.
+INVOCATION_FLAGS = ("overwrite", "resume", "verbose")
+
+
+def _define(definer, name, default, help_text, **kwargs) -> None:
+    definer(name, default, help=help_text, **kwargs)
+    DEFINED.append(name)
+
+
+def define_config_flags(cls) -> None:
+    """One flag per field of config dataclass ``cls``: its name, default, help and choices."""
+    import typing
+
+    for field, type_ in ((f, cls.field_types()[f.name]) for f in config_lib.flag_fields(cls)):
+        if field.name in DEFINED:
+            continue  # a field two configs share (none today) keeps its first definition
+        meta, default = field.metadata, field.default
+        args = typing.get_args(type_)
+        if meta.get("choices"):
+            _define(flags.DEFINE_enum, field.name, default, meta["help"], enum_values=list(meta["choices"]))
+        elif type_ is bool or (bool in args and type(None) in args):
+            _define(flags.DEFINE_boolean, field.name, default, meta["help"])
+        elif type_ is int:
+            _define(flags.DEFINE_integer, field.name, default, meta["help"])
+        elif type_ is float:
+            _define(flags.DEFINE_float, field.name, default, meta["help"])
+        elif type_ is str:
+            _define(flags.DEFINE_string, field.name, default, meta["help"])
+        else:  # tuples, optional tuples: a comma-separated list
+            _define(flags.DEFINE_list, field.name, None if default is None else [str(v) for v in default],
+                    meta["help"])
+
+
+def _config_from_flags(cls, **overrides):
+    import typing
+
+    values = {}
+    types = cls.field_types()
+    for field in config_lib.flag_fields(cls):
+        value = FLAGS[field.name].value
+        if isinstance(value, list):
+            item_type = typing.get_args(types[field.name])
+            item_type = next((t for t in item_type if t not in (type(None), Ellipsis)), str)
+            item_type = typing.get_args(item_type)[0] if typing.get_args(item_type) else item_type
+            try:
+                value = tuple(item_type(v) for v in value)
+            except ValueError:
+                raise UsageError(f"--{field.name} must be a comma-separated list of "
+                                 f"{item_type.__name__} values, got {','.join(value)}") from None
+        values[field.name] = value
+    values.update(overrides)
+    try:
+        return cls(**values)
+    except config_lib.ConfigError as e:
+        raise UsageError(e.as_flag()) from None
+
+
 # -- data and run --------------------------------------------------------------------------------
-flags.DEFINE_string("dataset", "synthetic",
-                    "Dataset folder name under --data_dir, or 'synthetic' for the built-in data.")
-flags.DEFINE_string("data_dir", "data", "Folder holding one sub-folder per dataset.")
-flags.DEFINE_enum("data_format", "auto", ["auto", "inter", "json"],
-                  "Interactions file: <dataset>.inter, 5-core/*.json, or auto (.inter if present).")
-flags.DEFINE_list("modalities", None,
-                  "Item feature modalities to read (<modality>_feat.npy); default: all present.")
-flags.DEFINE_integer("feature_noise_dims", 0, "Append this many seeded noise dimensions to every "
-                     "modality (the irrelevant-feature experiment).")
-flags.DEFINE_float("train_fraction", 1.0, "Keep this seeded fraction of the training "
-                   "interactions (the scaling benchmark); valid and test stay whole.")
-flags.DEFINE_string("model_dir", None, "Output folder: flags, checkpoints, logs, metrics, export.")
-flags.DEFINE_boolean("overwrite", False, "Delete an existing --model_dir and start afresh.")
-flags.DEFINE_boolean("resume", False, "Continue training from the checkpoint in --model_dir.")
-flags.DEFINE_integer("seed", 0, "Seed of the initialization, the sampler and the synthetic data.")
-flags.DEFINE_integer("verbose", 1, "0: quiet; 1: progress bar and one line per epoch.")
-flags.DEFINE_integer("intra_op_threads", 1,
-                     "Threads inside one TensorFlow op (0 = TensorFlow's default, all cores). One "
-                     "thread per op with ops running side by side was fastest on 2 cores (an IBMRec "
-                     "TikTok epoch 5.1 -> 3.7 s, LightGCN unchanged); raise it on large machines.")
-flags.DEFINE_integer("inter_op_threads", 0,
-                     "Ops TensorFlow runs side by side (0 = its default, the number of cores).")
+def _define_all() -> None:
+    from ibmrec_tf.config import DataConfig
+    from ibmrec_tf.config import ModelConfig
+    from ibmrec_tf.config import TrainConfig
 
-# -- model -----------------------------------------------------------------------------------------
-flags.DEFINE_enum("model", "lightgcn", MODEL_NAMES, "Model to train.")
-flags.DEFINE_integer("embedding_dim", 64, "ID embedding size (and projected size per modality).")
-flags.DEFINE_integer("n_layers", 2, "User-item graph propagation layers.")
-flags.DEFINE_float("reg_weight", 1e-4, "L2 regularization weight lambda on batch ego embeddings.")
-flags.DEFINE_float("init_stddev", 0.01, "Std of the N(0, s^2) initializer of the ID embeddings.")
-flags.DEFINE_integer("knn_k", 10, "Neighbours per item in each modality's kNN item-item graph.")
-flags.DEFINE_integer("item_layers", 1, "Item-item graph propagation layers (LATTICE models).")
-flags.DEFINE_integer("projection_layers", 0,
-                     "Hidden layers of each modality's projection MLP; 0 = one affine map.")
-flags.DEFINE_string("projection_activation", "leaky_relu", "Activation of the projection's hidden "
-                    "layers (any Keras activation name).")
-flags.DEFINE_boolean("straightforward", False,
-                     "Train with the straightforward formulation: every node propagated and every "
-                     "item projected each step, then the batch's rows gathered. Same results, "
-                     "slower; the reference of the speed benchmark.")
-flags.DEFINE_enum("backbone", "vlattice", ["vbpr", "vlightgcn", "lattice", "vlattice"],
-                  "IBMRec's backbone.")
-flags.DEFINE_boolean("fib", None, "IBMRec: feature-level information bottleneck (alpha * HSIC(Z, M)); "
-                     "default: wherever the backbone supports it (vbpr, vlightgcn, vlattice).")
-flags.DEFINE_boolean("gib", None, "IBMRec: graph-level information bottleneck (beta * HSIC(Y', Y)); "
-                     "default: wherever the backbone supports it (lattice, vlattice).")
-flags.DEFINE_boolean("second_stage", None, "IBMRec: the second update, InfoNCE(c_a, z_i) on C and Z; "
-                     "default: wherever the backbone has C (vbpr, vlightgcn, vlattice).")
-flags.DEFINE_integer("hsic_items", 256, "IBMRec: distinct batch items the HSIC terms use (0 = all).")
-flags.DEFINE_float("alpha", 1.0, "IBMRec: FIB coefficient.")
-flags.DEFINE_float("sigma2_fib", 0.2, "IBMRec: RBF kernel width sigma^2 of the FIB HSIC.")
-flags.DEFINE_float("beta", 0.5, "IBMRec: GIB coefficient.")
-flags.DEFINE_float("sigma2_gib", 0.25, "IBMRec: RBF kernel width sigma^2 of the GIB HSIC.")
-flags.DEFINE_float("tau", 0.2, "IBMRec: InfoNCE temperature.")
-flags.DEFINE_float("mask_temperature", 0.5, "IBMRec: RelaxedBernoulli temperature of edge masks.")
-flags.DEFINE_boolean("hard_mask", False, "IBMRec: straight-through hard 0/1 edge masks.")
-flags.DEFINE_integer("masker_hidden", 8, "IBMRec: hidden units of the edge-masking MLP.")
-
-# -- training --------------------------------------------------------------------------------------
-flags.DEFINE_integer("epochs", 1000, "Maximum number of epochs.")
-flags.DEFINE_integer("batch_size", 1024, "BPR triplets per step.")
-flags.DEFINE_float("learning_rate", 5e-4, "Adam learning rate.")
-flags.DEFINE_integer("patience", 10, "Epochs without a better valid Recall@20 before stopping.")
-flags.DEFINE_list("ks", ["10", "20", "50"], "Cut-offs K of Recall/Precision/NDCG@K.")
-flags.DEFINE_integer("eval_batch_size", 512, "Users per full-ranking evaluation batch (512: the "
-                     "fastest measured on 2 cores; see --study=eval of runners.benchmark).")
-flags.DEFINE_integer("export_top_k", 50, "K of the SavedModel's serving_default signature.")
-
-OWN_FLAGS = ["dataset", "data_dir", "data_format", "modalities", "feature_noise_dims",
-             "train_fraction", "model_dir", "seed", "model",
-             "embedding_dim", "n_layers", "reg_weight", "init_stddev", "knn_k", "item_layers",
-             "projection_layers", "projection_activation", "straightforward", "backbone", "fib", "gib", "second_stage",
-             "alpha", "sigma2_fib", "beta", "sigma2_gib", "tau", "mask_temperature", "hard_mask",
-             "masker_hidden", "hsic_items", "intra_op_threads", "inter_op_threads", "epochs",
-             "batch_size", "learning_rate", "patience", "ks", "eval_batch_size", "export_top_k"]
+    define_config_flags(DataConfig)
+    _define(flags.DEFINE_string, "model_dir", None,
+            "Output folder: flags, checkpoints, logs, metrics, export.")
+    _define(flags.DEFINE_boolean, "overwrite", False, "Delete an existing --model_dir and start afresh.")
+    _define(flags.DEFINE_boolean, "resume", False,
+            "Continue training from the latest checkpoint in --model_dir.")
+    _define(flags.DEFINE_integer, "intra_op_threads", 1,
+            "Threads inside one TensorFlow op (0 = TensorFlow's default, all cores). One thread "
+            "per op with ops running side by side was fastest on 2 cores (an IBMRec TikTok epoch "
+            "5.1 -> 3.7 s, LightGCN unchanged); raise it on large machines.")
+    _define(flags.DEFINE_integer, "inter_op_threads", 0,
+            "Ops TensorFlow runs side by side (0 = its default, the number of cores).")
+    _define(flags.DEFINE_enum, "model", "lightgcn", "Model to train.", enum_values=MODEL_NAMES)
+    define_config_flags(ModelConfig)
+    define_config_flags(TrainConfig)
+    _define(flags.DEFINE_integer, "export_top_k", 50, "K of the SavedModel's serving_default signature.")
 
 
 class UsageError(ValueError):
@@ -127,84 +136,54 @@ def _check(condition: bool, message: str) -> None:
         raise UsageError(message)
 
 
+def recorded_flags() -> list[str]:
+    """The flags a run records in ``flags.cfg``: every flag defined here but the invocation's."""
+    return [name for name in DEFINED if name not in INVOCATION_FLAGS]
+
+
 def check_flags() -> None:
-    """Bounds every numeric flag; raises UsageError naming the flag."""
+    """Checks every flag (the configs' own checks included); raises UsageError naming the flag."""
     f = FLAGS
     _check(f.intra_op_threads >= 0 and f.inter_op_threads >= 0,
            "--intra_op_threads and --inter_op_threads must be >= 0")
-    _check(f.feature_noise_dims >= 0, f"--feature_noise_dims must be >= 0, got {f.feature_noise_dims}")
-    _check(0.0 < f.train_fraction <= 1.0, f"--train_fraction must be in (0, 1], got {f.train_fraction}")
-    _check(f.embedding_dim >= 1, f"--embedding_dim must be >= 1, got {f.embedding_dim}")
-    _check(0 <= f.n_layers <= 16, f"--n_layers must be in [0, 16], got {f.n_layers}")
-    _check(f.reg_weight >= 0, f"--reg_weight must be >= 0, got {f.reg_weight}")
-    _check(f.init_stddev > 0, f"--init_stddev must be > 0, got {f.init_stddev}")
-    _check(f.knn_k >= 1, f"--knn_k must be >= 1, got {f.knn_k}")
-    _check(f.epochs >= 1, f"--epochs must be >= 1, got {f.epochs}")
-    _check(f.batch_size >= 1, f"--batch_size must be >= 1, got {f.batch_size}")
-    _check(f.learning_rate > 0, f"--learning_rate must be > 0, got {f.learning_rate}")
-    _check(f.patience >= 1, f"--patience must be >= 1, got {f.patience}")
-    _check(f.eval_batch_size >= 1, f"--eval_batch_size must be >= 1, got {f.eval_batch_size}")
     _check(f.export_top_k >= 1, f"--export_top_k must be >= 1, got {f.export_top_k}")
-    _check(0 <= f.item_layers <= 16, f"--item_layers must be in [0, 16], got {f.item_layers}")
-    _check(f.projection_layers >= 0, f"--projection_layers must be >= 0, got {f.projection_layers}")
-    for name in ("alpha", "beta"):
-        _check(f[name].value >= 0, f"--{name} must be >= 0, got {f[name].value}")
-    for name in ("sigma2_fib", "sigma2_gib", "tau", "mask_temperature"):
-        _check(f[name].value > 0, f"--{name} must be > 0, got {f[name].value}")
-    _check(f.masker_hidden >= 1, f"--masker_hidden must be >= 1, got {f.masker_hidden}")
-    _check(f.hsic_items >= 0, f"--hsic_items must be >= 0, got {f.hsic_items}")
     if f.model != "ibmrec":
         for name in ("fib", "gib", "second_stage"):
             _check(f[name].value is None, f"--{name} applies to --model=ibmrec only "
                    f"(got --model={f.model})")
-    ks = parse_ks()
-    _check(20 in ks, "--ks must include 20 (epochs are selected on valid Recall@20)")
+    data_config(), model_config(), train_config()
 
 
 def parse_ks() -> tuple[int, ...]:
-    try:
-        ks = tuple(sorted({int(k) for k in FLAGS.ks}))
-    except ValueError:
-        raise UsageError(f"--ks must be a comma-separated list of integers, got {FLAGS.ks}") from None
-    _check(all(k >= 1 for k in ks) and ks, f"--ks values must be >= 1, got {FLAGS.ks}")
-    return ks
+    return train_config().ks
+
+
+def data_config():
+    from ibmrec_tf.config import DataConfig
+
+    return _config_from_flags(DataConfig)
 
 
 def model_config():
-    from ibmrec_tf.models import ModelConfig
+    from ibmrec_tf.config import ModelConfig
 
-    f = FLAGS
-    return ModelConfig(
-        embedding_dim=f.embedding_dim, n_layers=f.n_layers, reg_weight=f.reg_weight,
-        init_stddev=f.init_stddev, knn_k=f.knn_k, item_layers=f.item_layers,
-        projection_layers=f.projection_layers, projection_activation=f.projection_activation,
-        fib=f.fib, gib=f.gib, second_stage=f.second_stage, alpha=f.alpha, sigma2_fib=f.sigma2_fib,
-        beta=f.beta, sigma2_gib=f.sigma2_gib, tau=f.tau, mask_temperature=f.mask_temperature,
-        hard_mask=f.hard_mask, masker_hidden=f.masker_hidden, backbone=f.backbone,
-        hsic_items=f.hsic_items, straightforward=f.straightforward)
+    return _config_from_flags(ModelConfig)
 
 
 def train_config():
-    from ibmrec_tf.training import TrainConfig
+    from ibmrec_tf.config import TrainConfig
 
-    f = FLAGS
-    return TrainConfig(epochs=f.epochs, batch_size=f.batch_size, learning_rate=f.learning_rate,
-                       patience=f.patience, seed=f.seed, ks=parse_ks(),
-                       eval_batch_size=f.eval_batch_size, verbose=f.verbose)
+    return _config_from_flags(TrainConfig)
 
 
 def load_data():
-    from ibmrec_tf.data import get_dataset, with_noise_dims, with_train_fraction
-
-    data = get_dataset(FLAGS.dataset, FLAGS.data_dir, modalities=FLAGS.modalities,
-                       fmt=FLAGS.data_format, seed=FLAGS.seed)
-    data = with_noise_dims(data, FLAGS.feature_noise_dims, seed=FLAGS.seed)
-    data = with_train_fraction(data, FLAGS.train_fraction, seed=FLAGS.seed)
+    data = data_config().load(seed=FLAGS.seed)
     for note in data.notes:
         logging.warning("%s", note)
         print(f"WARNING: {note}", file=sys.stderr)
-    _check(max(parse_ks()) <= data.num_items,
-           f"--ks: K={max(parse_ks())} exceeds the number of items ({data.num_items})")
+    ks = parse_ks()
+    _check(max(ks) <= data.num_items,
+           f"--ks: K={max(ks)} exceeds the number of items ({data.num_items})")
     _check(FLAGS.knn_k < data.num_items or FLAGS.model in ("bprmf", "lightgcn"),
            f"--knn_k must be < the number of items ({data.num_items}), got {FLAGS.knn_k}")
     return data
@@ -213,7 +192,7 @@ def load_data():
 def flags_text(names=None) -> str:
     """``--name=value`` lines of this project's flags, loadable with ``--flagfile``."""
     lines = []
-    for name in names or OWN_FLAGS:
+    for name in names or recorded_flags():
         value = FLAGS[name].value
         if value is None:
             continue
@@ -226,10 +205,78 @@ def flags_text(names=None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def configure_tensorflow() -> None:
-    """Sizes TensorFlow's thread pools; call once, after the checks, before any TensorFlow op."""
+#: TensorFlow's start-up lines that say nothing on a machine without an NVIDIA GPU: the CUDA
+#: probe's failure, the CPU build's notices. Only whole lines holding one of these are dropped.
+STARTUP_NOISE = (
+    "All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers on your machine",
+    "failed call to cuInit",
+    "cpu_feature_guard",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions",
+)
+
+
+def has_nvidia_device() -> bool:
+    return os.path.exists("/dev/nvidiactl") or os.path.isdir("/proc/driver/nvidia")
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow and lists its devices; on a machine without an NVIDIA GPU, the start-up
+    lines in ``STARTUP_NOISE`` are dropped from stderr and every other line is passed on.
+
+    TensorFlow's C++ start-up writes to file descriptor 2 before its log level applies, so
+    ``TF_CPP_MIN_LOG_LEVEL`` cannot hide them; this captures the descriptor while TensorFlow
+    imports and probes for GPUs. On a machine with one, nothing is captured: a failed CUDA probe
+    there is a real error.
+    """
+    if "tensorflow" in sys.modules or has_nvidia_device():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        return tf
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the CUDA probe
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines():
+                if line.strip() and not any(noise in line for noise in STARTUP_NOISE):
+                    print(line, file=sys.stderr)
+    return tf
+
+
+def device_name() -> str:
+    """The GPU TensorFlow trains on, else the CPU's model name (for timing tables)."""
+    import platform
+
     import tensorflow as tf
 
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"{len(gpus)} x {details.get('device_name', 'GPU')}"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"CPU {model} ({os.cpu_count()} cores)"
+
+
+def configure_tensorflow() -> None:
+    """Sizes TensorFlow's thread pools; call once, after the checks, before any TensorFlow op."""
+    tf = import_tensorflow_quietly()
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
 
@@ -271,6 +318,7 @@ def run(main: Callable) -> None:
     """``app.run(main)`` that turns expected errors into one line on stderr and exit status 2."""
 
     def wrapped(argv):
+        from ibmrec_tf.config import ConfigError
         from ibmrec_tf.data import DataError
 
         if len(argv) > 1:
@@ -283,7 +331,17 @@ def run(main: Callable) -> None:
 
         try:
             return main(argv)
+        except ConfigError as e:
+            print(f"error: {e.as_flag()}", file=sys.stderr)
+            sys.exit(2)
         except (UsageError, DataError, FileExistsError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except ValueError as e:
+            from ibmrec_tf.training import CheckpointError
+
+            if not isinstance(e, CheckpointError):
+                raise
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         except RuntimeError as e:
@@ -300,3 +358,6 @@ def run(main: Callable) -> None:
             sys.exit(130)
 
     app.run(wrapped)
+
+
+_define_all()

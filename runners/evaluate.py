@@ -2,9 +2,12 @@ r"""Full-ranking evaluation of a trained model on the valid or test split.
 
     python -m runners.evaluate --model_dir=runs/demo --split=test
     python -m runners.evaluate --saved_model=runs/demo/export --dataset=synthetic --split=valid
+    python -m runners.evaluate --model_dir=runs/demo --weights=latest --split=valid
 
-With --model_dir, the data flags recorded in <model_dir>/flags.cfg are used unless given on
-the command line, and the SavedModel in <model_dir>/export is evaluated. A warning is printed
+With --model_dir, the flags recorded in <model_dir>/flags.cfg are used unless given on the
+command line, and the SavedModel in <model_dir>/export is evaluated; --weights=best or
+--weights=latest instead rebuilds the model from those flags and evaluates the weights of that
+checkpoint (an interrupted run has checkpoints but no SavedModel yet). A warning is printed
 when the data files differ from those the model was trained on.
 """
 
@@ -20,6 +23,9 @@ from runners import common
 
 flags.DEFINE_string("saved_model", None, "An exported SavedModel folder (default: <model_dir>/export).")
 flags.DEFINE_enum("split", "test", ["valid", "test"], "Split to evaluate.")
+flags.DEFINE_enum("weights", "export", ["export", "best", "latest"],
+                  "What to evaluate: the SavedModel (<model_dir>/export or --saved_model), or the "
+                  "model rebuilt from <model_dir>/flags.cfg with its best or latest checkpoint.")
 FLAGS = flags.FLAGS
 
 
@@ -30,9 +36,13 @@ def main(argv):
     if FLAGS.model_dir is not None:
         common.adopt_saved_flags(FLAGS.model_dir)
     common.check_flags()
+    from_checkpoint = FLAGS.weights != "export"
+    if from_checkpoint and FLAGS.model_dir is None:
+        raise common.UsageError(f"--weights={FLAGS.weights} needs --model_dir")
     saved_model = FLAGS.saved_model or os.path.join(FLAGS.model_dir, "export")
-    if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
-        raise common.UsageError(f"{saved_model}: no saved_model.pb (was the training finished?)")
+    if not from_checkpoint and not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
+        raise common.UsageError(f"{saved_model}: no saved_model.pb (was the training finished? "
+                                f"--weights=latest evaluates its latest checkpoint)")
     data = common.load_data()
 
     common.configure_tensorflow()
@@ -49,14 +59,27 @@ def main(argv):
             if changed:
                 print(f"WARNING: data in {data.source} differs from what the model was trained on: "
                       f"{', '.join(changed)}", file=sys.stderr)
-    users, items = export.load_embeddings(saved_model)
+    if from_checkpoint:
+        from ibmrec_tf.models import build_model
+        from ibmrec_tf.training import checkpoint_path, load_weights
+
+        path = checkpoint_path(FLAGS.model_dir, FLAGS.weights)
+        if path is None:
+            raise common.UsageError(f"{FLAGS.model_dir}/checkpoints/{FLAGS.weights}: no "
+                                    f"checkpoint (no epoch finished yet?)")
+        model = build_model(FLAGS.model, data, common.model_config())
+        load_weights(model, path)
+        users, items = (t.numpy() for t in model.final_embeddings())
+        saved_model = path
+    else:
+        users, items = export.load_embeddings(saved_model)
     if users.shape[0] != data.num_users or items.shape[0] != data.num_items:
         raise common.UsageError(
             f"{saved_model} scores {users.shape[0]} users x {items.shape[0]} items, but "
             f"{data.name} has {data.num_users} x {data.num_items}")
-    result = Evaluator(data, FLAGS.split, ks=common.parse_ks(),
-                       batch_size=FLAGS.eval_batch_size).evaluate(users, items)
-    print(json.dumps({"split": FLAGS.split, "saved_model": saved_model, **result}, indent=2))
+    result = Evaluator(data, FLAGS.split, ks=common.parse_ks(), batch_size=FLAGS.eval_batch_size,
+                       score_dtype=common.model_config().compute_dtype).evaluate(users, items)
+    print(json.dumps({"split": FLAGS.split, "weights": saved_model, **result}, indent=2))
 
 
 if __name__ == "__main__":

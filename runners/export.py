@@ -23,15 +23,16 @@ def main(argv):
         raise common.UsageError("give --model_dir (a directory written by runners.train)")
     common.adopt_saved_flags(FLAGS.model_dir)
     common.check_flags()
-    best = os.path.join(FLAGS.model_dir, "checkpoints", "best.npz")
-    if not os.path.isfile(best):
-        raise common.UsageError(f"{best}: not found (no epoch finished yet?)")
-    data = common.load_data()
-
     common.configure_tensorflow()
     from ibmrec_tf import export
     from ibmrec_tf.models import build_model
-    from ibmrec_tf.training import load_weights
+    from ibmrec_tf.training import checkpoint_path, load_weights
+
+    best = checkpoint_path(FLAGS.model_dir, "best")
+    if best is None:
+        raise common.UsageError(f"{FLAGS.model_dir}/checkpoints/best: no checkpoint (no epoch "
+                                f"finished yet?)")
+    data = common.load_data()
 
     model = build_model(FLAGS.model, data, common.model_config())
     load_weights(model, best)

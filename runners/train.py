@@ -73,6 +73,9 @@ def main(argv):
 
     flag_text = common.flags_text()
     if resume:
+        from ibmrec_tf.training import checkpoint_path
+
+        checkpoint_path(model_dir, "latest")  # an old-format directory is one clear error
         with open(os.path.join(model_dir, "flags.cfg")) as f:
             saved = f.read()
         if _without(saved, "model_dir") != _without(flag_text, "model_dir"):
@@ -92,6 +95,8 @@ def main(argv):
     try:
         model = build_model(FLAGS.model, data, common.model_config())
     except ValueError as e:  # a model/flag combination that makes no sense
+        if isinstance(e, data_lib.DataError):
+            raise
         raise common.UsageError(str(e)) from None
     trainer = Trainer(model, data, common.train_config(), model_dir)
     result = trainer.fit(resume=resume)
@@ -109,6 +114,7 @@ def main(argv):
         "epoch_seconds": [round(t, 3) for t in trainer.state["train_seconds"]],
         "train_interactions": int(len(data.train)),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "device": common.device_name(),
         "notes": list(data.notes)})
 
     ks = common.parse_ks()

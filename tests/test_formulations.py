@@ -74,8 +74,10 @@ def test_fast_and_straightforward_agree(small, batch, name, overrides):
         assert (a is None) == (b is None), v.path
         if a is not None:
             np.testing.assert_allclose(a / scale, b / scale, atol=2e-5, err_msg=v.path)
-    # A full compiled step (both updates for IBMRec) moves both models alike.
+    # A full compiled step (both updates for IBMRec) moves both models alike. Adam divides
+    # each gradient entry by its own magnitude, so an entry near 0 that rounds differently
+    # moves by up to ~1e-6 more (seen with AVX-512 kernels); a real difference moves by ~lr.
     for model in (fast, plain):
         tf.function(model.train_step)(batch)
     for v, a, b in zip(fast.weights, fast.get_weights(), plain.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=v.path)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=v.path)

@@ -13,12 +13,17 @@ def _random_sparse(n, m, density, seed):
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_csr_matmul_and_gradient_match_dense(symmetric):
+@pytest.mark.parametrize("kernel", ["csr", "fallback"])
+def test_csr_matmul_and_gradient_match_dense(symmetric, kernel, monkeypatch):
+    if kernel == "fallback":  # as if TensorFlow had moved its private CSR module
+        from ibmrec_tf import layers
+        monkeypatch.setattr(layers, "_csr_ops", None)
     a = _random_sparse(30, 30, 0.2, 0)
     if symmetric:
         a = a + a.T
     graph = CSRGraph(a)
     assert graph.symmetric == symmetric
+    assert graph.uses_csr_kernel == (kernel == "csr")
     x = tf.Variable(np.random.default_rng(1).normal(size=(30, 4)).astype(np.float32))
     dense = tf.constant(a.toarray())
     weights = tf.constant(np.random.default_rng(2).normal(size=(30, 4)).astype(np.float32))
@@ -28,6 +33,26 @@ def test_csr_matmul_and_gradient_match_dense(symmetric):
     np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5)
     np.testing.assert_allclose(tape.gradient(ours, x).numpy(), tape.gradient(ref, x).numpy(),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_models_train_without_the_csr_module(monkeypatch):
+    from ibmrec_tf import layers
+    from ibmrec_tf.data import TripletSampler, make_synthetic
+    from ibmrec_tf.models import ModelConfig, build_model
+
+    monkeypatch.setattr(layers, "_csr_ops", None)
+    with pytest.raises(ValueError, match="no CSR sparse-matrix module"):
+        CSRGraph(sp.eye(3, format="csr"), use_csr_kernel=True)
+    data = make_synthetic(seed=1, num_users=40, num_items=30, interactions_per_user=5,
+                          modality_dims={"image": 12, "text": 10})
+    model = build_model("ibmrec", data, ModelConfig(embedding_dim=4, knn_k=3))
+    assert not model.backbone.ui_graph.uses_csr_kernel
+    model.create_optimizers(1e-2)
+    batch = next(iter(TripletSampler(data, 0).epoch_dataset(1, 64)))
+    before = [w.copy() for w in model.get_weights()]
+    terms = tf.function(model.train_step)(batch)
+    assert np.isfinite(terms["loss"].numpy())
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
 def test_csr_graph_inside_tf_function():
@@ -107,3 +132,23 @@ def test_layers_validate_and_round_trip_config():
     assert len(clone.trainable_variables) == 8 and not clone.is_affine
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(proj))
     assert isinstance(restored, ModalityProjection)
+
+
+@pytest.mark.parametrize("shape", [(9,), (9, 3)])
+def test_neighbor_table_gather_and_gradient_match_tf_gather(shape):
+    from ibmrec_tf.layers import NeighborTable
+
+    rng = np.random.default_rng(3)
+    table = rng.integers(0, 9, size=(7, 4))  # repeated ids, unused rows
+    params = tf.constant(rng.normal(size=shape).astype(np.float32))
+    upstream = tf.constant(rng.normal(size=(7, 4) + shape[1:]).astype(np.float32))
+    ours = NeighborTable(table, 9)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(params)
+        fast = ours.gather(params)
+        plain = tf.gather(params, table)
+        fast_loss, plain_loss = tf.reduce_sum(fast * upstream), tf.reduce_sum(plain * upstream)
+    np.testing.assert_array_equal(fast.numpy(), plain.numpy())
+    np.testing.assert_allclose(tape.gradient(fast_loss, params).numpy(),
+                               tf.convert_to_tensor(tape.gradient(plain_loss, params)).numpy(),
+                               rtol=1e-6, atol=1e-6)

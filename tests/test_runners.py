@@ -30,8 +30,8 @@ def trained(tmp_path_factory):
 
 def test_train_writes_every_artefact(trained):
     model_dir, proc = trained
-    for rel in ("flags.cfg", "run_info.json", "metrics.json", "checkpoints/best.npz",
-                "checkpoints/latest.npz", "export/saved_model.pb"):
+    for rel in ("flags.cfg", "run_info.json", "metrics.json", "checkpoints/best/checkpoint",
+                "checkpoints/latest/checkpoint", "export/saved_model.pb"):
         assert (model_dir / rel).exists(), rel
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(model_dir / "logs" / "train"))
     metrics = json.loads((model_dir / "metrics.json").read_text())
@@ -40,6 +40,27 @@ def test_train_writes_every_artefact(trained):
     assert f"tensorboard --logdir {model_dir / 'logs'}" in proc.stdout
     assert "epoch    2" in proc.stdout and "recall@20" in proc.stdout
     assert "--model=ibmrec" in (model_dir / "flags.cfg").read_text()
+    from runners.common import STARTUP_NOISE, has_nvidia_device
+    if not has_nvidia_device():  # a quiet start: no CUDA probing errors on a CPU-only machine
+        assert not [line for line in proc.stderr.splitlines()
+                    if any(noise in line for noise in STARTUP_NOISE)], proc.stderr
+
+
+def test_old_format_model_dir_is_one_line(trained, tmp_path):
+    model_dir, _ = trained
+    import shutil
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    shutil.rmtree(old / "checkpoints")
+    (old / "checkpoints").mkdir()
+    (old / "checkpoints" / "latest.npz").write_bytes(b"")
+    for module, args in (("train", [f"--flagfile={old}/flags.cfg", "--resume"]),
+                         ("export", [f"--model_dir={old}"])):
+        proc = run(module, *args, f"--model_dir={old}", check=False)
+        assert proc.returncode == 2, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: {old}/checkpoints/latest.npz: a checkpoint of the old "
+                               f".npz format"), last
 
 
 def test_existing_model_dir_refused_then_resumed(trained, tmp_path):
@@ -63,10 +84,11 @@ def test_existing_model_dir_refused_then_resumed(trained, tmp_path):
 
 def test_evaluate_and_export_runners(trained, tmp_path):
     model_dir, _ = trained
-    proc = run("evaluate", f"--model_dir={model_dir}", "--split=test")
-    result = json.loads(proc.stdout[proc.stdout.index("{"):])
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    assert result["recall@20"] == pytest.approx(metrics["test"]["recall@20"], abs=1e-9)
+    for weights in ("export", "best"):  # the SavedModel, and the best checkpoint rebuilt
+        proc = run("evaluate", f"--model_dir={model_dir}", "--split=test", f"--weights={weights}")
+        result = json.loads(proc.stdout[proc.stdout.index("{"):])
+        assert result["recall@20"] == pytest.approx(metrics["test"]["recall@20"], abs=1e-6)
     out = tmp_path / "k7"
     run("export", f"--model_dir={model_dir}", f"--export_dir={out}", "--export_top_k=7")
     import tensorflow as tf
@@ -186,6 +208,31 @@ def test_benchmark_speed_study_pairs_fast_and_straightforward(tmp_path):
     seconds = {r["label"]: r["seconds_per_epoch"] for r in payload["runs"]}
     row = [line for line in proc.stdout.splitlines() if line.startswith("| ibmrec |")][0]
     assert f"| {seconds['ibmrec straightforward'] / seconds['ibmrec']:.2f}x |" in row
+    # Each run's floor, timed alone just before it: which products, and the ratio to it.
+    floors = {r["label"]: r["floor"] for r in payload["runs"]}
+    assert set(floors["lightgcn"]["parts"]) == {"sparse propagation"}
+    assert set(floors["ibmrec"]["parts"]) == {"sparse propagation", "image projection",
+                                              "image kernel gradient", "text projection",
+                                              "text kernel gradient"}
+    assert set(floors["vlightgcn"]["parts"]) == {"sparse propagation"}  # batch rows only
+    assert "image projection" in floors["vlightgcn straightforward"]["parts"]
+    floor = floors["ibmrec"]
+    epoch_floor = sum(floor["parts"].values()) * floor["steps_per_epoch"]
+    row = [line for line in proc.stdout.splitlines()
+           if line.startswith("| ibmrec |") and "floor" not in line][-1]
+    assert f"| {epoch_floor:.2f} | {seconds['ibmrec'] / epoch_floor:.2f}x |" in row
+
+
+def test_benchmark_precision_study_names_the_device(tmp_path):
+    proc = run("benchmark", "--study=precision", "--speed_epochs=1", "--dataset=synthetic",
+               "--n_layers=1", "--only=lightgcn float32,lightgcn mixed_bfloat16",
+               f"--bench_dir={tmp_path}")
+    runs = json.loads((tmp_path / "precision.json").read_text())["runs"]
+    assert [r["label"] for r in runs] == ["lightgcn float32", "lightgcn mixed_bfloat16"]
+    assert "--precision=mixed_bfloat16" in (
+        tmp_path / "precision" / "lightgcn_mixed_bfloat16-s0" / "flags.cfg").read_text()
+    assert all(r["device"] for r in runs)
+    assert f"| lightgcn | mixed_bfloat16 | {runs[1]['device']} |" in proc.stdout
 
 
 def test_benchmark_plots_noise_and_scaling(tmp_path):

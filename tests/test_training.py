@@ -1,16 +1,17 @@
 """The training loop: early stopping on validation, atomic checkpoints, exact resumption."""
 
 import dataclasses
-import json
 import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import keras
 
 from ibmrec_tf.data import make_synthetic
 from ibmrec_tf.models import ModelConfig, build_model
-from ibmrec_tf.training import LATEST, NumericalError, TrainConfig, Trainer
+from ibmrec_tf.training import (LATEST, CheckpointError, NumericalError, TrainConfig, Trainer,
+                                checkpointed_epoch, load_weights, untracked_variables)
 
 
 @pytest.fixture(scope="module")
@@ -58,5 +59,108 @@ def test_nan_loss_stops_with_named_term(small, tmp_path):
     trainer.config = dataclasses.replace(trainer.config, epochs=5)
     with pytest.raises(NumericalError, match=r"loss term '(loss|bpr|reg)' is nan at epoch 4, step 1"):
         trainer.fit()
-    with np.load(tmp_path / "n" / "checkpoints" / LATEST) as state:
-        assert json.loads(state["trainer_state"].tobytes().decode())["epoch"] == 3
+    assert checkpointed_epoch(str(tmp_path / "n")) == 3
+
+
+def test_step_terms_are_accumulated_on_device_and_first_bad_step_named(small, tmp_path):
+    """The epoch's mean of each term, and the first non-finite term's name and step (1-based)."""
+    trainer = _trainer(small, tmp_path / "acc", "bprmf", 1)
+    steps = trainer.sampler.steps_per_epoch(trainer.config.batch_size)
+    counter = tf.Variable(0.0)
+
+    def fake_step(batch):  # step i (1-based) gives loss i, reg 2 i; 'bpr' turns inf at step 3
+        counter.assign_add(1.0)
+        bpr = tf.where(tf.equal(counter, 3.0), tf.constant(np.inf), counter * 0.5)
+        return {"loss": counter * 1.0, "reg": counter * 2.0, "bpr": bpr}
+
+    trainer.model.train_step = fake_step
+    trainer.config = dataclasses.replace(trainer.config, log_every=1000)
+    with pytest.raises(NumericalError, match=r"loss term 'bpr' is inf at epoch 1, step 3$"):
+        trainer._run_epoch(1)
+    counter.assign(-100.0)  # never 3 again: a finite epoch
+    means = trainer._run_epoch(2)
+    values = np.arange(-99.0, -99.0 + steps)
+    assert means["loss"] == pytest.approx(values.mean())
+    assert means["reg"] == pytest.approx(2 * values.mean())
+    assert means["bpr"] == pytest.approx(0.5 * values.mean())
+
+
+ALL_MODELS = [("bprmf", {}), ("lightgcn", {}), ("vbpr", {}), ("vlightgcn", {}), ("lattice", {}),
+              ("vlattice", {}), ("vlattice", {"projection_layers": 1})] + [
+    ("ibmrec", {"backbone": b}) for b in ("vbpr", "vlightgcn", "lattice", "vlattice")] + [
+    ("ibmrec", {"backbone": "vlattice", "projection_layers": 1})]
+
+
+@pytest.mark.parametrize("name, extra", ALL_MODELS, ids=lambda x: str(x))
+def test_every_variable_round_trips_through_a_checkpoint_by_name(small, tmp_path, name, extra):
+    config = ModelConfig(embedding_dim=8, knn_k=4, **extra)
+    keras.utils.set_random_seed(1)
+    source = build_model(name, small, config)
+    source.create_optimizers(1e-3)
+    rng = np.random.default_rng(0)
+    for v in source.variables:
+        v.assign(rng.normal(size=v.shape).astype(v.dtype) if v.dtype != "int32"
+                 else rng.integers(0, 1000, size=v.shape).astype(np.int32))
+    path = tf.train.Checkpoint(model=source).write(str(tmp_path / "ckpt"))
+    keras.utils.set_random_seed(2)
+    target = build_model(name, small, config)
+    load_weights(target, path)
+    by_path = {v.path: v for v in target.variables}
+    assert len(by_path) == len(target.variables) == len(source.variables)
+    for v in source.variables:
+        np.testing.assert_array_equal(by_path[v.path].numpy(), v.numpy(), err_msg=v.path)
+    saved = {key for key, _ in tf.train.list_variables(path) if key.startswith("model/")}
+    assert len(saved) == len(source.variables)
+
+
+def test_variables_are_matched_by_path_not_creation_order(tmp_path):
+    """P and Q of the same shape (as many users as items), created in the other order."""
+    from ibmrec_tf.models import BPRMF
+
+    square = make_synthetic(seed=4, num_users=60, num_items=60, interactions_per_user=6)
+
+    class ItemsFirst(BPRMF):
+        def __init__(self, dataset, config, **kwargs):
+            super(BPRMF, self).__init__(dataset.num_users, dataset.num_items, config, **kwargs)
+            self.item_embedding = self._embedding(self.num_items, "Q")
+            self.user_embedding = self._embedding(self.num_users, "P")
+
+    config = ModelConfig(embedding_dim=4)
+    source = BPRMF(square, config, name="bprmf")
+    path = tf.train.Checkpoint(model=source).write(str(tmp_path / "ckpt"))
+    target = ItemsFirst(square, config, name="bprmf")
+    assert [v.shape for v in target.variables] == [v.shape for v in source.variables]
+    load_weights(target, path)
+    np.testing.assert_array_equal(target.user_embedding.numpy(), source.user_embedding.numpy())
+    np.testing.assert_array_equal(target.item_embedding.numpy(), source.item_embedding.numpy())
+
+
+def test_optimizer_slots_restore_with_their_variables(small, tmp_path):
+    a = _trainer(small, tmp_path / "opt", "ibmrec", 1)
+    a.fit()
+    b = _trainer(small, tmp_path / "opt", "ibmrec", 1)
+    assert b.resume()
+    for name, opt in a.model.optimizers.items():
+        restored = {v.name: v for v in b.model.optimizers[name].variables}
+        assert len(restored) == len(opt.variables)
+        for v in opt.variables:  # 'iteration', 'vlattice_P_momentum', ...
+            np.testing.assert_array_equal(restored[v.name].numpy(), v.numpy(), err_msg=v.name)
+
+
+def test_a_layer_in_a_plain_list_is_refused(small, tmp_path):
+    """Keras 3 leaves such a layer out of tf.train.Checkpoint: the trainer must not save without it."""
+    model = build_model("bprmf", small, ModelConfig(embedding_dim=4))
+    hidden = keras.layers.Dense(3)
+    hidden.build((None, 4))
+    model.extra_layers = [hidden]  # tracked by Keras, invisible to tf.train.Checkpoint
+    assert untracked_variables(model) == [v.path for v in hidden.variables]
+    with pytest.raises(CheckpointError, match="not tracked for checkpoints"):
+        Trainer(model, small, TrainConfig(epochs=1, verbose=0), str(tmp_path / "list"))
+
+
+def test_old_npz_model_dir_is_one_clear_error(small, tmp_path):
+    (tmp_path / "old" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "old" / "checkpoints" / "latest.npz").write_bytes(b"")
+    model = build_model("bprmf", small, ModelConfig(embedding_dim=4))
+    with pytest.raises(CheckpointError, match=r"latest.npz: a checkpoint of the old .npz format"):
+        Trainer(model, small, TrainConfig(epochs=1, verbose=0), str(tmp_path / "old"))

@@ -8,63 +8,8 @@ import tensorflow as tf
 import keras
 
 from ibmrec_tf import losses
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Hyper-parameters of every model; each model reads the fields it uses.
-
-    Backbone fields:
-      embedding_dim: size of the ID embeddings ``P``, ``Q`` and of each projected modality.
-      n_layers: user-item propagation layers (LightGCN-based models).
-      reg_weight: ``lambda`` of the L2 term on the batch's ego embeddings (Eq. 29).
-      init_stddev: std of the normal initializer of the ID embeddings (paper: 0.01).
-      knn_k: neighbours per item in each modality's kNN graph (LATTICE-based models).
-      item_layers: item-item propagation layers (LATTICE-based models).
-      projection_layers: hidden layers of each modality MLP (0 = one affine map).
-      projection_activation: activation of those hidden layers.
-      straightforward: training projects every item's features, even where only the batch's
-        items are used (VBPR, IBMRec without GIB) or where the raw features can be propagated
-        first (VLightGCN with an affine projection), and takes TensorFlow's own matmul
-        gradient for the projection. Same values; slower. The reference for tests and the
-        speed benchmark.
-
-    Information-bottleneck fields (IBMRec):
-      backbone: IBMRec's backbone (vbpr, vlightgcn, lattice, vlattice).
-      fib, gib, second_stage: the feature-level IB, the graph-level IB and the second
-        (InfoNCE) update: ``None`` = wherever the backbone supports it, ``True`` = required
-        (an error where unsupported), ``False`` = off.
-      hsic_items: distinct batch items the HSIC terms are computed on (0 = all of them).
-      alpha, sigma2_fib: coefficient and RBF width of the FIB term (Eq. 22, 30).
-      beta, sigma2_gib: coefficient and RBF width of the GIB term (Eq. 28, 30).
-      tau: InfoNCE temperature (Eq. 31).
-      mask_temperature: temperature of the RelaxedBernoulli edge samples.
-      hard_mask: straight-through hard 0/1 edge samples instead of relaxed ones.
-      masker_hidden: hidden units of the edge-masking MLP.
-    """
-
-    embedding_dim: int = 64
-    n_layers: int = 2
-    reg_weight: float = 1e-4
-    init_stddev: float = 0.01
-    knn_k: int = 10
-    item_layers: int = 1
-    projection_layers: int = 0
-    projection_activation: str = "leaky_relu"
-    straightforward: bool = False
-    backbone: str = "vlattice"
-    fib: bool | None = None
-    gib: bool | None = None
-    second_stage: bool | None = None
-    hsic_items: int = 256
-    alpha: float = 1.0
-    sigma2_fib: float = 0.2
-    beta: float = 0.5
-    sigma2_gib: float = 0.25
-    tau: float = 0.2
-    mask_temperature: float = 0.5
-    hard_mask: bool = False
-    masker_hidden: int = 8
+from ibmrec_tf.config import ModelConfig  # noqa: F401  (re-exported)
+from ibmrec_tf.optimizers import FusedAdam
 
 
 class Recommender(keras.Model):
@@ -85,6 +30,11 @@ class Recommender(keras.Model):
         self.num_items = int(num_items)
         self.config = config
         self._optimizers: dict[str, keras.optimizers.Optimizer] = {}
+
+    @property
+    def score_dtype(self) -> str:
+        """The dtype of the scoring products (the compute dtype of ``config.precision``)."""
+        return self.config.compute_dtype
 
     def build(self, input_shape=None):
         # Every variable is created in __init__ (shapes come from the dataset).
@@ -141,12 +91,30 @@ class Recommender(keras.Model):
              tf.gather(out["item_ego"], neg_rows)], tf.shape(batch["user"])[0])
         return {"loss": bpr + reg, "bpr": bpr, "reg": reg}
 
+    def new_optimizer(self, learning_rate: float, variables) -> keras.optimizers.Optimizer:
+        """An Adam optimizer (:class:`~ibmrec_tf.optimizers.FusedAdam`: Keras's Adam with the fused
+        update kernel) built for ``variables``; under ``mixed_float16`` wrapped in Keras's
+        dynamic loss scaling (float16 gradients underflow without it)."""
+        optimizer = FusedAdam(learning_rate=learning_rate)
+        if self.config.precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(variables)
+        return optimizer
+
     def create_optimizers(self, learning_rate: float) -> dict:
         """Creates and builds the optimizers (name -> optimizer) this model trains with."""
-        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-        optimizer.build(self.trainable_variables)
-        self._optimizers = {"main": optimizer}
+        self._optimizers = {"main": self.new_optimizer(learning_rate, self.trainable_variables)}
         return self._optimizers
+
+    @staticmethod
+    def minimize(optimizer, tape, loss, variables) -> None:
+        """Applies ``optimizer`` to the gradient of ``loss`` (recorded on ``tape``) for
+        ``variables``, scaled as the optimizer asks: the upstream gradient is
+        ``scale_loss(1)``, the same as differentiating ``scale_loss(loss)`` (1 without loss
+        scaling; a loss-scale optimizer unscales before it applies)."""
+        scale = optimizer.scale_loss(tf.ones_like(loss))
+        grads = tape.gradient(loss, variables, output_gradients=scale)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
 
     @property
     def optimizers(self) -> dict:
@@ -155,15 +123,20 @@ class Recommender(keras.Model):
     def train_step(self, batch):
         with tf.GradientTape() as tape:
             terms = self.compute_losses(batch, training=True)
-        variables = self.trainable_variables
-        grads = tape.gradient(terms["loss"], variables)
-        self._optimizers["main"].apply_gradients(
-            [(g, v) for g, v in zip(grads, variables) if g is not None])
+        self.minimize(self._optimizers["main"], tape, terms["loss"], self.trainable_variables)
         return terms
 
     def get_config(self):
-        return {"num_users": self.num_users, "num_items": self.num_items,
-                "config": dataclasses.asdict(self.config), "name": self.name}
+        """Not serializable by config: a recommender is built from a :class:`Dataset`.
+
+        Its graphs and item features come from the data, not from hyper-parameters, so a
+        config dict cannot rebuild it. Rebuild with ``build_model(name, dataset, config)`` and
+        restore a checkpoint (``training.load_weights``), or serve the exported SavedModel.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} is built from a Dataset, not from a config dict: rebuild it "
+            f"with ibmrec_tf.models.build_model(name, dataset, ModelConfig(...)) and restore a "
+            f"checkpoint with ibmrec_tf.training.load_weights")
 
 
 def rows_of(matrix, rows):

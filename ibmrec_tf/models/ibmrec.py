@@ -91,9 +91,7 @@ class IBMRec(Recommender):
         return [self.backbone.user_content] + list(self.backbone.projection.trainable_variables)
 
     def create_optimizers(self, learning_rate: float) -> dict:
-        first = keras.optimizers.Adam(learning_rate=learning_rate)
-        first.build(self.trainable_variables)
-        self._optimizers = {"main": first}
+        self._optimizers = {"main": self.new_optimizer(learning_rate, self.trainable_variables)}
         if self.use_second_stage:
             second_vars = self.second_stage_variables()
             allowed = {id(v) for v in self.trainable_variables}
@@ -106,16 +104,14 @@ class IBMRec(Recommender):
             if overlap or not {id(v) for v in second_vars} <= allowed:
                 raise ValueError("the second-stage variable group must hold only C and the "
                                  "projection, all of them trainable")
-            second = keras.optimizers.Adam(learning_rate=learning_rate)
-            second.build(second_vars)
-            self._optimizers["second_stage"] = second
+            self._optimizers["second_stage"] = self.new_optimizer(learning_rate, second_vars)
         return self._optimizers
 
     # -- the forward pass ---------------------------------------------------------------------
     def edge_keep_logits(self, z_all):
         """Logits of ``w_ij`` for every kNN edge, ``[num_items, K * knn_k]`` (Eq. 24)."""
         item_features = tf.concat([self.backbone.item_embedding] + list(z_all), axis=1)
-        return self.masker(item_features, self.backbone.knn_neighbors)
+        return self.masker(item_features, neighbors=self.backbone.knn_table)
 
     def sample_edge_mask(self, keep_logits):
         seed = tf.stack([tf.cast(tf.convert_to_tensor(self.sampling_seed), tf.int32),
@@ -198,7 +194,6 @@ class IBMRec(Recommender):
             second_vars = self.second_stage_variables()
             with tf.GradientTape() as tape:
                 nce = self.second_stage_loss(batch)
-            grads = tape.gradient(nce, second_vars)
-            self._optimizers["second_stage"].apply_gradients(zip(grads, second_vars))
+            self.minimize(self._optimizers["second_stage"], tape, nce, second_vars)
             terms["infonce"] = nce
         return terms

@@ -27,13 +27,14 @@ before the normalization.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from ibmrec_tf import graph as graph_lib
 from ibmrec_tf.data import Dataset
 from ibmrec_tf.layers import (CSRGraph, GraphPropagation, ModalityProjection, NeighborGraph,
-                              symmetric_normalize)
+                              NeighborTable, symmetric_normalize)
 from ibmrec_tf.models.base import ModelConfig, Recommender, node_rows, rows_of
 
 
@@ -60,6 +61,11 @@ class MultimodalRecommender(Recommender):
                                for m in self.modalities]
         self.raw_features = [tf.constant(dataset.features[m] / scale)
                              for m, scale in zip(self.modalities, self.feature_scales)]
+        # What the all-item projection reads: the raw features in the projection's compute
+        # dtype, cast once (the same tensors under float32).
+        compute_dtype = keras.DTypePolicy(config.precision).compute_dtype
+        self.projection_inputs = [m if compute_dtype == "float32" else tf.cast(m, compute_dtype)
+                                  for m in self.raw_features]
         self.user_embedding = self._embedding(self.num_users, "P")
         self.item_embedding = self._embedding(self.num_items, "Q")
         self.projection = None
@@ -68,7 +74,7 @@ class MultimodalRecommender(Recommender):
                 input_dims=[f.shape[1] for f in self.raw_features], output_dim=d,
                 hidden_layers=config.projection_layers, activation=config.projection_activation,
                 output_stddev=config.init_stddev, fast_gradient=not config.straightforward,
-                name="projection")
+                dtype=config.precision, name="projection")
             self.projection.build()
         if self.content:
             self.user_content = self._embedding(self.num_users, "C", dim=self.content_dim)
@@ -83,7 +89,13 @@ class MultimodalRecommender(Recommender):
                 raise ValueError(f"knn_k={config.knn_k} must be < the number of items {self.num_items}")
             neighbors, similarity = zip(*(graph_lib.knn_graph(dataset.features[m], config.knn_k)
                                           for m in self.modalities))
-            self.knn_neighbors = tf.constant(np.concatenate(neighbors, axis=1).astype(np.int32))
+            table = np.concatenate(neighbors, axis=1)
+            self.knn_neighbors = tf.constant(table.astype(np.int32))
+            # The same ids for the gathers over every item's edges (the normalization, the edge
+            # masker), whose gradient is then a fixed sparse product; the straightforward
+            # formulation keeps TensorFlow's own gather gradient.
+            self.knn_table = (self.knn_neighbors if config.straightforward
+                              else NeighborTable(table, self.num_items))
             self.knn_similarity = [tf.constant(s) for s in similarity]
             self.modality_logits = self.add_weight(shape=(num_modalities,), name="modality_logits",
                                                    initializer="zeros")
@@ -96,7 +108,7 @@ class MultimodalRecommender(Recommender):
 
     def content_features(self):
         """``[Z^1, ..., Z^K]``, each ``[num_items, d]``: every item's projected modalities."""
-        return self.projection(self.raw_features)
+        return self.projection(self.projection_inputs)
 
     def propagates_raw_features(self, users=None, items=None, z_all=None) -> bool:
         """Whether a forward pass for these rows propagates raw features instead of ``Z``.
@@ -142,7 +154,7 @@ class MultimodalRecommender(Recommender):
         values = self.fused_similarity()
         if edge_scale is not None:
             values = values * edge_scale
-        return NeighborGraph(self.knn_neighbors, symmetric_normalize(values, self.knn_neighbors))
+        return NeighborGraph(self.knn_neighbors, symmetric_normalize(values, self.knn_table))
 
     # -- the forward pass ---------------------------------------------------------------------------
     def ego(self, z_all=None):
