@@ -61,7 +61,8 @@ def test_csr_graph_inside_tf_function():
     np.testing.assert_allclose(fn(tf.constant([[1.0], [3.0]])).numpy(), [[1.0]])
 
 
-def test_neighbor_graph_rows_values_and_gradients_match_dense():
+@pytest.mark.parametrize("fast_gradient", [False, True])
+def test_neighbor_graph_rows_values_and_gradients_match_dense(fast_gradient):
     rng = np.random.default_rng(0)
     nbr = rng.integers(0, 12, size=(12, 3))
     nbr[:, 0] = 5  # repeated columns across rows; also repeated within row 5 below
@@ -70,7 +71,7 @@ def test_neighbor_graph_rows_values_and_gradients_match_dense():
     x = tf.Variable(rng.normal(size=(12, 4)).astype(np.float32))
     rows = tf.constant([5, 0, 5, 11])
     with tf.GradientTape(persistent=True) as tape:
-        graph = NeighborGraph(nbr, vals)
+        graph = NeighborGraph(nbr, vals, fast_gradient=fast_gradient)
         dense = tf.tensor_scatter_nd_add(
             tf.zeros((12, 12)), np.stack([np.repeat(np.arange(12), 3), nbr.ravel()], 1),
             tf.reshape(vals, [-1]))

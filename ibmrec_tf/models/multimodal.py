@@ -154,7 +154,8 @@ class MultimodalRecommender(Recommender):
         values = self.fused_similarity()
         if edge_scale is not None:
             values = values * edge_scale
-        return NeighborGraph(self.knn_neighbors, symmetric_normalize(values, self.knn_table))
+        return NeighborGraph(self.knn_neighbors, symmetric_normalize(values, self.knn_table),
+                             fast_gradient=not self.config.straightforward)
 
     # -- the forward pass ---------------------------------------------------------------------------
     def ego(self, z_all=None):
