@@ -235,6 +235,9 @@ class TrainConfig(Config):
     batch_size: int = option(1024, "BPR triplets per step.", check=at_least(1))
     learning_rate: float = option(5e-4, "Adam learning rate (every optimizer of the model).",
                                   check=positive)
+    optimizer: str = option("adam", "Every update's optimizer: adam (Keras's Adam, with the fused "
+                            "update kernel) or sgd (plain gradient descent, for checks).",
+                            choices=("adam", "sgd"))
     patience: int = option(10, "Epochs without a better validation --select_metric before "
                            "stopping.", check=at_least(1))
     seed: int = option(0, "Seed of the initialization, the sampler and the synthetic data.")

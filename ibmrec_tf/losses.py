@@ -12,9 +12,16 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def bpr_loss(positive_scores, negative_scores):
-    """``mean(-log sigmoid(pos - neg))``, computed stably as ``softplus(neg - pos)``."""
-    return tf.reduce_mean(tf.nn.softplus(negative_scores - positive_scores))
+def bpr_loss(positive_scores, negative_scores, batch_size=None):
+    """``mean(-log sigmoid(pos - neg))``, computed stably as ``softplus(neg - pos)``.
+
+    With ``batch_size``, the sum divided by it instead of the mean (a replica's share of a
+    larger batch's mean).
+    """
+    terms = tf.nn.softplus(negative_scores - positive_scores)
+    if batch_size is None:
+        return tf.reduce_mean(terms)
+    return tf.reduce_sum(terms) / tf.cast(batch_size, terms.dtype)
 
 
 def l2_loss(tensors, batch_size):

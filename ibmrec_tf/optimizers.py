@@ -11,10 +11,15 @@ variables (so checkpoints and ``LossScaleOptimizer`` work unchanged), the same f
     m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2,
     w <- w - lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps),
 
-equal to Keras's within float32 rounding (``tests/test_optimizers.py``). Sparse gradients
-(``tf.IndexedSlices``, from gathers) keep Keras's own update: Keras squares a sparse gradient's
-entries before it adds up repeated rows, which the fused kernel, fed the summed dense gradient,
-would not reproduce. AMSGrad keeps Keras's update too.
+equal to Keras's within float32 rounding for dense gradients (``tests/test_optimizers.py``).
+
+A sparse gradient (``tf.IndexedSlices``, from a gather) is added up into its dense value
+first, so Adam sees the gradient itself. Keras's Adam instead squares each slice of a row
+before adding the slices up; its update then depends on how the gradient happens to be split
+into slices: a batch that gathers a row twice, or R replicas whose slices of one gradient are
+concatenated by the all-reduce, move that row differently from the same gradient in one
+slice. Here one replica and R replicas make the same update (``tests/test_distribute.py``).
+AMSGrad keeps Keras's update.
 """
 
 from __future__ import annotations
@@ -27,11 +32,10 @@ class FusedAdam(keras.optimizers.Adam):
     """``keras.optimizers.Adam`` whose update is one ``ResourceApplyAdam`` per variable."""
 
     def update_step(self, gradient, variable, learning_rate):
-        if (self.amsgrad or isinstance(gradient, tf.IndexedSlices)
-                or not isinstance(variable, tf.Variable)):
+        if self.amsgrad or not isinstance(variable, tf.Variable):
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
-        gradient = tf.cast(gradient, dtype)
+        gradient = tf.cast(tf.convert_to_tensor(gradient), dtype)  # slices of a row added up
         step = tf.cast(self.iterations + 1, dtype)
         beta_1 = tf.cast(self.beta_1, dtype)
         beta_2 = tf.cast(self.beta_2, dtype)

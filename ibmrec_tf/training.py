@@ -166,21 +166,33 @@ class Trainer:
     """Trains one model on one dataset into ``model_dir`` (see the module docstring)."""
 
     def __init__(self, model: Recommender, dataset: Dataset, config: TrainConfig, model_dir: str,
-                 *, echo=print):
+                 *, echo=print, strategy: tf.distribute.Strategy | None = None,
+                 restore_dir: str | None = None, write_logs: bool = True):
+        """``strategy``: a ``tf.distribute`` strategy whose scope the model was built in (the
+        trainer builds the optimizers in it and checks every variable); None trains on the
+        default device. ``restore_dir`` (default ``<model_dir>/checkpoints``): where
+        ``resume`` reads the checkpoints; with ``write_logs=False`` no TensorBoard logs. A
+        multi-worker run's non-chief workers train into a temporary ``model_dir`` and resume
+        from the chief's checkpoints."""
+        self.strategy = strategy or tf.distribute.get_strategy()
         self.model = model
         self.dataset = dataset
         self.config = config
         self.model_dir = model_dir
         self.echo = echo if config.verbose else (lambda _: None)
         self.ckpt_dir = os.path.join(model_dir, CHECKPOINT_DIR)
-        _check_not_old_format(self.ckpt_dir)
+        self.restore_dir = restore_dir or self.ckpt_dir
+        _check_not_old_format(self.restore_dir)
         os.makedirs(self.ckpt_dir, exist_ok=True)
         self.sampler = TripletSampler(dataset, config.seed)
         self.valid_evaluator = Evaluator(dataset, "valid", ks=config.ks,
                                          batch_size=config.eval_batch_size,
                                          score_dtype=model.score_dtype)
+        self._check_scope(model.variables)  # first: Keras would build slots beside them
         if not model.optimizers:
-            model.create_optimizers(config.learning_rate)
+            with self.strategy.scope():
+                model.create_optimizers(config.learning_rate, config.optimizer)
+        self._check_scope([w for o in model.optimizers.values() for w in o.variables])
         untracked = untracked_variables(model)
         if untracked:
             raise CheckpointError(f"the model's variables {untracked} are not tracked for "
@@ -199,9 +211,20 @@ class Trainer:
         self._first_bad = None      # int64 [2]: (step, term index) of the first non-finite term
         self._bad_value = None      # float32: its value
         self.writers = {s: tf.summary.create_file_writer(os.path.join(model_dir, "logs", s))
+                        if write_logs else tf.summary.create_noop_writer()
                         for s in ("train", "valid")}
         self.state = {"epoch": 0, "best_epoch": 0, "best_value": -math.inf, "wait": 0,
                       "history": [], "train_seconds": []}
+
+    def _check_scope(self, variables) -> None:
+        outside = [v.path for v in variables
+                   if not self.strategy.extended.variable_created_in_scope(getattr(v, "value", v))]
+        if outside:
+            # An optimizer built outside the scope trains silently wrong (its step count
+            # advances once per replica).
+            raise ValueError(f"variables created outside the distribution strategy's scope: "
+                             f"{outside[:3]}; build the model (and its optimizers) in "
+                             f"strategy.scope()")
 
     # -- checkpoints --------------------------------------------------------------------------
     def _save(self, best: bool) -> None:
@@ -213,7 +236,7 @@ class Trainer:
 
     def resume(self) -> bool:
         """Restores the latest checkpoint if there is one; returns whether it did."""
-        path = self.latest.latest_checkpoint
+        path = tf.train.latest_checkpoint(os.path.join(self.restore_dir, LATEST))
         if path is None:
             return False
         status = self.latest.checkpoint.read(path)
@@ -229,12 +252,25 @@ class Trainer:
 
     # -- the compiled step ----------------------------------------------------------------------
     def _step_and_record(self, batch, step):
-        """One ``train_step``, then its scalar terms added to the epoch's sums, on the device.
+        """One ``train_step`` on every replica, then its scalar terms added to the epoch's sums.
 
-        The first non-finite term (in name order) and its step are recorded once; the host reads
-        the record with the sums, every ``log_every`` steps and at the end of the epoch.
+        Every replica gets the whole (global) batch and trains on its share (see
+        ``Recommender.compute_losses``); the replicas' shares of each term are summed. The
+        first non-finite term (in name order) and its step are recorded once, on the device;
+        the host reads the record with the sums, every ``log_every`` steps and at the end of
+        the epoch.
         """
-        terms = self.model.train_step(batch)
+        strategy = self.strategy
+        per_replica = strategy.run(self.model.train_step, args=(batch,))
+        terms = {}
+        for name, value in per_replica.items():
+            first = strategy.experimental_local_results(value)[0]
+            if strategy.num_replicas_in_sync == 1:
+                terms[name] = first
+            elif first.shape.rank == 0:
+                terms[name] = strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+            else:  # histograms: every replica computed the same values
+                terms[name] = first
         scalars = {name: t for name, t in terms.items() if t.shape.rank == 0}
         if self._term_names is None:  # the first trace creates the accumulators
             self._term_names = sorted(scalars)
@@ -343,7 +379,8 @@ class Trainer:
 
     def finish(self, stopped_early: bool) -> TrainResult:
         s = self.state
-        best_path = self.best.latest_checkpoint
+        best_path = (self.best.latest_checkpoint  # this run's, else the one it resumed from
+                     or tf.train.latest_checkpoint(os.path.join(self.restore_dir, BEST)))
         if best_path is not None:
             load_weights(self.model, best_path)
         start = time.perf_counter()

@@ -27,6 +27,9 @@ Studies:
             this process just before the run) with the ratio of s/epoch to it
   scaling   IBMRec on --fractions of the training interactions, one seed: seconds per epoch
             against the number of interactions
+  distribution  LightGCN, VLATTICE and IBMRec on one replica and mirrored over every GPU (or
+            --distribution_replicas logical CPU devices where there is none), one seed:
+            seconds per epoch and per evaluation, and the speed-up
   precision LightGCN, VLATTICE and IBMRec under each --precision (float32, mixed_bfloat16,
             mixed_float16) for --speed_epochs epochs, one seed: seconds per epoch and per
             evaluation, on the device each run used (a GPU when TensorFlow sees one;
@@ -64,7 +67,7 @@ from ibmrec_tf.config import PRECISIONS
 
 flags.DEFINE_enum("study", "models",
                   ["models", "backbones", "ablation", "noise", "sensitivity", "search", "speed",
-                   "scaling", "eval", "precision"],
+                   "scaling", "eval", "precision", "distribution"],
                   "Which study.")
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0 .. seeds-1).")
 flags.DEFINE_string("bench_dir", "runs/bench", "Where the runs and the tables go.")
@@ -90,9 +93,11 @@ flags.DEFINE_list("only", [], "Train (or report) only these configurations of th
 flags.DEFINE_integer("jobs", 1, "Runs trained at once (quality studies; the timing studies "
                      "always run one at a time). Each run uses --intra_op_threads threads.")
 flags.DEFINE_integer("eval_repeats", 3, "eval study: timed repeats (after one untimed).")
+flags.DEFINE_integer("distribution_replicas", 2, "distribution study: replicas on a machine "
+                     "without GPUs (logical CPU devices); with GPUs, one per GPU.")
 FLAGS = flags.FLAGS
 
-TIMING_STUDIES = ("speed", "scaling", "precision")
+TIMING_STUDIES = ("speed", "scaling", "precision", "distribution")
 
 def study_runs(study: str) -> list[tuple[str, list[str]]]:
     """``(label, extra flags)`` of every configuration of ``study``."""
@@ -138,6 +143,12 @@ def study_runs(study: str) -> list[tuple[str, list[str]]]:
             return [(f"{m}{' straightforward' if plain else ''}",
                      [f"--model={m}", *epochs] + (["--straightforward"] if plain else []))
                     for m in ("lightgcn", "vlightgcn", "vlattice", "ibmrec") for plain in (False, True)]
+        if study == "distribution":
+            replicas = _gpu_count() or FLAGS.distribution_replicas
+            device = ([] if _gpu_count() else [f"--cpu_replicas={replicas}"])
+            return [(f"{m} replicas={r}", [f"--model={m}", *epochs] + (
+                        ["--distribution_strategy=mirrored", *device] if r > 1 else []))
+                    for m in ("lightgcn", "vlattice", "ibmrec") for r in (1, replicas)]
         if study == "precision":
             return [(f"{m} {p}", [f"--model={m}", f"--precision={p}", *epochs])
                     for m in ("lightgcn", "vlattice", "ibmrec") for p in PRECISIONS]
@@ -396,6 +407,26 @@ def floor_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _gpu_count() -> int:
+    return len(common.import_tensorflow_quietly().config.list_physical_devices("GPU"))
+
+
+def distribution_table(results: list[dict]) -> str:
+    """Seconds per epoch and per evaluation with 1 and R replicas, and the ratio."""
+    lines = ["| model | replicas | device | s/epoch | speed-up over 1 replica | s/evaluation | "
+             "peak MB |", "|" + "---|" * 7]
+    single = {r["label"].split(" ")[0]: r["seconds_per_epoch"] for r in results
+              if r["label"].endswith("replicas=1")}
+    for r in results:
+        model, replicas = r["label"].split(" replicas=")
+        base = single.get(model)
+        ratio = base / r["seconds_per_epoch"] if base else float("nan")
+        lines.append(f"| {model} | {replicas} | {r.get('device', '?')} | "
+                     f"{r['seconds_per_epoch']:.2f} | {ratio:.2f}x | {r['eval_seconds']:.2f} | "
+                     f"{r.get('peak_rss_mb', float('nan')):.0f} |")
+    return "\n".join(lines)
+
+
 def precision_table(results: list[dict]) -> str:
     """Seconds per epoch and per evaluation of each model under each --precision, and the device."""
     lines = ["| model | precision | device | s/epoch | s/evaluation | valid recall@20 | peak MB |",
@@ -540,6 +571,8 @@ def main(argv):
         raise common.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
     if FLAGS.jobs < 1:
         raise common.UsageError(f"--jobs must be >= 1, got {FLAGS.jobs}")
+    if FLAGS.distribution_replicas < 2:
+        raise common.UsageError(f"--distribution_replicas must be >= 2, got {FLAGS.distribution_replicas}")
     own = {"study", "seeds", "bench_dir", "noise_dims", "model", "model_dir", "seed", "overwrite",
            "resume", "verbose", "speed_epochs", "fractions", "alphas", "betas", "sigma2s",
            "report_only", "eval_dims", "eval_batch_sizes", "eval_repeats", "variant", "jobs",
@@ -591,6 +624,7 @@ def main(argv):
                 "avoid, timed alone in this run just before each training run (per step, then "
                 "times the steps of an epoch).\n\n" + floor_table(r),
                 "search": search_table, "scaling": scaling_table, "precision": precision_table,
+                "distribution": distribution_table,
                 "eval": eval_table}.get(FLAGS.study, table)(results)
     machine = f"{os.cpu_count()} cores, {platform.machine()}, {platform.platform(terse=True)}"
     with open(out + ".md", "w") as f:

@@ -47,7 +47,7 @@ MODEL_NAMES = ["bprmf", "lightgcn", "vbpr", "vlightgcn", "lattice", "vlattice", 
 #: on ``--resume``), less ``INVOCATION_FLAGS``.
 DEFINED: list[str] = []
 #: Flags that say what to do with a model directory this time, not what the run is.
-INVOCATION_FLAGS = ("overwrite", "resume", "verbose")
+INVOCATION_FLAGS = ("overwrite", "resume", "verbose", "distribution_strategy", "cpu_replicas")
 
 
 def _define(definer, name, default, help_text, **kwargs) -> None:
@@ -121,6 +121,15 @@ def _define_all() -> None:
             "5.1 -> 3.7 s, LightGCN unchanged); raise it on large machines.")
     _define(flags.DEFINE_integer, "inter_op_threads", 0,
             "Ops TensorFlow runs side by side (0 = its default, the number of cores).")
+    _define(flags.DEFINE_enum, "distribution_strategy", "off",
+            "off: one device. mirrored: one replica per visible GPU (or per --cpu_replicas "
+            "logical CPU device) of this machine. multi_worker_mirrored: the workers that "
+            "TF_CONFIG lists, each with its local devices. --batch_size stays the global batch; "
+            "the result equals one replica's within float rounding.",
+            enum_values=["off", "mirrored", "multi_worker_mirrored"])
+    _define(flags.DEFINE_integer, "cpu_replicas", 0,
+            "Split the CPU into this many logical devices and replicate over them (mirrored: "
+            "replicas on a CPU-only machine, for tests and checks; 0 = no split).")
     _define(flags.DEFINE_enum, "model", "lightgcn", "Model to train.", enum_values=MODEL_NAMES)
     define_config_flags(ModelConfig)
     define_config_flags(TrainConfig)
@@ -147,6 +156,9 @@ def check_flags() -> None:
     _check(f.intra_op_threads >= 0 and f.inter_op_threads >= 0,
            "--intra_op_threads and --inter_op_threads must be >= 0")
     _check(f.export_top_k >= 1, f"--export_top_k must be >= 1, got {f.export_top_k}")
+    _check(f.cpu_replicas >= 0, f"--cpu_replicas must be >= 0, got {f.cpu_replicas}")
+    _check(f.cpu_replicas == 0 or f.distribution_strategy != "off",
+           "--cpu_replicas needs --distribution_strategy=mirrored or multi_worker_mirrored")
     if f.model != "ibmrec":
         for name in ("fib", "gib", "second_stage"):
             _check(f[name].value is None, f"--{name} applies to --model=ibmrec only "
@@ -275,10 +287,83 @@ def device_name() -> str:
 
 
 def configure_tensorflow() -> None:
-    """Sizes TensorFlow's thread pools; call once, after the checks, before any TensorFlow op."""
+    """Sizes TensorFlow's thread pools and splits the CPU for --cpu_replicas; call once, after
+    the checks, before any TensorFlow op."""
     tf = import_tensorflow_quietly()
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
+    if FLAGS.cpu_replicas:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_replicas)
+
+
+def read_tf_config() -> dict:
+    """``TF_CONFIG`` as a dict, checked: a cluster with a ``worker`` list and this task's index."""
+    import json
+
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise UsageError("--distribution_strategy=multi_worker_mirrored needs TF_CONFIG, e.g. "
+                         "TF_CONFIG='{\"cluster\": {\"worker\": [\"127.0.0.1:12345\", "
+                         "\"127.0.0.1:12346\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}'")
+    try:
+        config = json.loads(text)
+        workers = config["cluster"]["worker"]
+        task = config["task"]
+        index = int(task["index"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"TF_CONFIG is not a cluster spec with a 'worker' list and a 'task' "
+                         f"with an 'index' ({type(e).__name__}: {e})") from None
+    if not isinstance(workers, list) or not workers or not all(isinstance(w, str) for w in workers):
+        raise UsageError("TF_CONFIG: cluster.worker must be a non-empty list of host:port")
+    if task.get("type", "worker") not in ("worker", "chief") or not 0 <= index < len(workers):
+        raise UsageError(f"TF_CONFIG: task {task} is not one of the {len(workers)} workers")
+    return config
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes --model_dir: always, except a non-chief multi-worker task."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return (resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def make_strategy():
+    """The ``tf.distribute`` strategy of --distribution_strategy (None for 'off'), checked.
+
+    Call after :func:`configure_tensorflow`. ``mirrored`` replicates over the --cpu_replicas
+    logical CPU devices when given, else over every visible GPU.
+    """
+    import tensorflow as tf
+
+    kind = FLAGS.distribution_strategy
+    if kind == "off":
+        return None
+    if kind == "mirrored":
+        if FLAGS.cpu_replicas:
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        else:
+            devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+            if not devices:
+                raise UsageError("--distribution_strategy=mirrored found no GPU; on a CPU-only "
+                                 "machine give --cpu_replicas=N")
+        strategy = tf.distribute.MirroredStrategy(devices)
+    else:
+        read_tf_config()
+        if FLAGS.cpu_replicas and FLAGS.cpu_replicas != 1:
+            raise UsageError("--cpu_replicas with multi_worker_mirrored must be 0 or 1 "
+                             "(one replica per worker on a CPU)")
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    replicas = strategy.num_replicas_in_sync
+    _check(FLAGS.batch_size % replicas == 0,
+           f"--batch_size={FLAGS.batch_size} is not divisible by the {replicas} replicas of "
+           f"--distribution_strategy={kind}")
+    return strategy
 
 
 def parse_flag_lines(lines) -> list[tuple[int, str, str]]:

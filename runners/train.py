@@ -10,11 +10,13 @@ metrics.json and export/ (the SavedModel). An existing --model_dir is refused un
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import resource
 import shutil
 import sys
+import tempfile
 
 from absl import flags
 
@@ -63,16 +65,22 @@ def main(argv):
         "runs", f"{FLAGS.dataset}-{FLAGS.model}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     resume = FLAGS.resume and os.path.exists(os.path.join(model_dir, "flags.cfg"))
     data = common.load_data()
-    prepare_model_dir(model_dir, overwrite=FLAGS.overwrite, resume=FLAGS.resume)
-
     common.configure_tensorflow()
+    strategy = common.make_strategy()
+    # Under multi_worker_mirrored only the chief writes --model_dir; the other workers write
+    # their checkpoints to a temporary folder (removed at the end) and read the chief's on
+    # --resume, so --model_dir must be on storage every worker sees.
+    chief = common.is_chief(strategy)
+    if chief:
+        prepare_model_dir(model_dir, overwrite=FLAGS.overwrite, resume=FLAGS.resume)
+
     import keras
     from ibmrec_tf import __version__, data as data_lib, export
     from ibmrec_tf.models import build_model
-    from ibmrec_tf.training import Trainer, write_json
+    from ibmrec_tf.training import CHECKPOINT_DIR, Trainer, write_json
 
     flag_text = common.flags_text()
-    if resume:
+    if chief and resume:
         from ibmrec_tf.training import checkpoint_path
 
         checkpoint_path(model_dir, "latest")  # an old-format directory is one clear error
@@ -81,7 +89,7 @@ def main(argv):
         if _without(saved, "model_dir") != _without(flag_text, "model_dir"):
             raise common.UsageError(f"--resume: the flags differ from {model_dir}/flags.cfg; "
                                     f"resume with --flagfile={model_dir}/flags.cfg --resume")
-    else:
+    elif chief:
         with open(os.path.join(model_dir, "flags.cfg"), "w") as f:
             f.write(flag_text)
         checksums = (data_lib.file_checksums(data.source) if os.path.isdir(data.source) else {})
@@ -90,16 +98,30 @@ def main(argv):
             "dataset": data.summary(), "data_source": data.source, "data_sha256": checksums,
             "notes": list(data.notes)})
 
-    print(data.summary())
+    if chief:
+        print(data.summary())
+    if strategy is not None and chief:
+        print(f"{FLAGS.distribution_strategy}: {strategy.num_replicas_in_sync} replicas, "
+              f"{FLAGS.batch_size // strategy.num_replicas_in_sync} triplets each per step")
     keras.utils.set_random_seed(FLAGS.seed)
     try:
-        model = build_model(FLAGS.model, data, common.model_config())
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model = build_model(FLAGS.model, data, common.model_config())
     except ValueError as e:  # a model/flag combination that makes no sense
         if isinstance(e, data_lib.DataError):
             raise
         raise common.UsageError(str(e)) from None
-    trainer = Trainer(model, data, common.train_config(), model_dir)
-    result = trainer.fit(resume=resume)
+    work_dir = model_dir if chief else tempfile.mkdtemp(prefix="ibmrec_tf-worker-")
+    trainer = Trainer(model, data, common.train_config(), work_dir, strategy=strategy,
+                      write_logs=chief, echo=print if chief else (lambda _: None),
+                      restore_dir=os.path.join(model_dir, CHECKPOINT_DIR))
+    try:
+        result = trainer.fit(resume=resume)
+    finally:
+        if not chief:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    if not chief:
+        return
 
     users, items = model.final_embeddings()
     export_dir = export.export_saved_model(

@@ -76,34 +76,52 @@ class Recommender(keras.Model):
         return unique, index[:size], index[size:]
 
     def compute_losses(self, batch, training=True) -> dict:
-        """Named loss terms for one batch; ``'loss'`` is their weighted sum (Eq. 29)."""
-        items, pos_rows, neg_rows = self.batch_items(batch)
-        out = self.forward(users=batch["user"], items=items, training=training)
-        return self._bpr_terms(batch, out, pos_rows, neg_rows)
+        """Named loss terms for one (global) batch; ``'loss'`` is their weighted sum (Eq. 29).
 
-    def _bpr_terms(self, batch, out, pos_rows, neg_rows) -> dict:
+        Under a ``tf.distribute`` strategy each replica computes its share (see
+        :func:`replica_share`): the per-triplet terms over its slice of the batch, divided by
+        the global batch size, and the batch-level terms divided by the number of replicas, so
+        that the shares (and their gradients, which the optimizer sums) add up to the one-replica
+        values. Outside a strategy the share is the whole.
+        """
+        items, pos_rows, neg_rows = self.batch_items(batch)
+        share = replica_share(batch)
+        out = self.forward(users=tf.gather(batch["user"], share.rows), items=items,
+                           training=training)
+        return self._bpr_terms(share, out, tf.gather(pos_rows, share.rows),
+                               tf.gather(neg_rows, share.rows))
+
+    def _bpr_terms(self, share, out, pos_rows, neg_rows) -> dict:
+        """BPR and L2 over the share's triplets, each divided by the global batch size."""
         users = out["users"]
         pos = tf.gather(out["items"], pos_rows)
         neg = tf.gather(out["items"], neg_rows)
-        bpr = losses.bpr_loss(tf.reduce_sum(users * pos, 1), tf.reduce_sum(users * neg, 1))
+        bpr = losses.bpr_loss(tf.reduce_sum(users * pos, 1), tf.reduce_sum(users * neg, 1),
+                              batch_size=share.batch_size)
         reg = self.config.reg_weight * losses.l2_loss(
             [out["user_ego"], tf.gather(out["item_ego"], pos_rows),
-             tf.gather(out["item_ego"], neg_rows)], tf.shape(batch["user"])[0])
+             tf.gather(out["item_ego"], neg_rows)], share.batch_size)
         return {"loss": bpr + reg, "bpr": bpr, "reg": reg}
 
-    def new_optimizer(self, learning_rate: float, variables) -> keras.optimizers.Optimizer:
-        """An Adam optimizer (:class:`~ibmrec_tf.optimizers.FusedAdam`: Keras's Adam with the fused
-        update kernel) built for ``variables``; under ``mixed_float16`` wrapped in Keras's
-        dynamic loss scaling (float16 gradients underflow without it)."""
-        optimizer = FusedAdam(learning_rate=learning_rate)
+    def new_optimizer(self, learning_rate: float, variables,
+                      kind: str = "adam") -> keras.optimizers.Optimizer:
+        """An optimizer built for ``variables``: ``'adam'`` (:class:`~ibmrec_tf.optimizers.FusedAdam`,
+        Keras's Adam with the fused update kernel) or ``'sgd'`` (plain gradient descent); under
+        ``mixed_float16`` wrapped in Keras's dynamic loss scaling (float16 gradients underflow
+        without it). Under a ``tf.distribute`` strategy, call it in the strategy's scope."""
+        if kind not in ("adam", "sgd"):
+            raise ValueError(f"unknown optimizer {kind!r}; choose adam or sgd")
+        optimizer = (FusedAdam(learning_rate=learning_rate) if kind == "adam"
+                     else keras.optimizers.SGD(learning_rate=learning_rate))
         if self.config.precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(variables)
         return optimizer
 
-    def create_optimizers(self, learning_rate: float) -> dict:
+    def create_optimizers(self, learning_rate: float, kind: str = "adam") -> dict:
         """Creates and builds the optimizers (name -> optimizer) this model trains with."""
-        self._optimizers = {"main": self.new_optimizer(learning_rate, self.trainable_variables)}
+        self._optimizers = {"main": self.new_optimizer(learning_rate, self.trainable_variables,
+                                                       kind)}
         return self._optimizers
 
     @staticmethod
@@ -137,6 +155,34 @@ class Recommender(keras.Model):
             f"{type(self).__name__} is built from a Dataset, not from a config dict: rebuild it "
             f"with ibmrec_tf.models.build_model(name, dataset, ModelConfig(...)) and restore a "
             f"checkpoint with ibmrec_tf.training.load_weights")
+
+
+class ReplicaShare:
+    """This replica's part of a global batch: its rows and the factor of batch-level terms.
+
+    ``rows``: the replica's slice of the batch's triplets (all of them outside a strategy);
+    ``batch_size``: the global batch size, which divides every per-triplet sum;
+    ``scale``: ``1 / replicas``, which multiplies every term computed over the whole batch
+    (HSIC over its distinct items, InfoNCE with in-batch negatives), so that the replicas'
+    shares add up to the term.
+    """
+
+    def __init__(self, rows, batch_size, scale):
+        self.rows = rows
+        self.batch_size = batch_size
+        self.scale = scale
+
+
+def replica_share(batch) -> ReplicaShare:
+    """The current replica's :class:`ReplicaShare` of ``batch`` (see ``compute_losses``)."""
+    size = tf.shape(batch["user"])[0]
+    context = tf.distribute.get_replica_context()
+    count = 1 if context is None else context.num_replicas_in_sync
+    if count == 1:
+        return ReplicaShare(tf.range(size), size, 1.0)
+    index = tf.cast(context.replica_id_in_sync_group, tf.int32)
+    return ReplicaShare(tf.range(size * index // count, size * (index + 1) // count), size,
+                        1.0 / count)
 
 
 def rows_of(matrix, rows):

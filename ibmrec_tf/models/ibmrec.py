@@ -32,7 +32,7 @@ import keras
 from ibmrec_tf import losses
 from ibmrec_tf.data import Dataset
 from ibmrec_tf.layers import EdgeMasker
-from ibmrec_tf.models.base import ModelConfig, Recommender
+from ibmrec_tf.models.base import ModelConfig, Recommender, replica_share
 from ibmrec_tf.models.multimodal import BACKBONES
 
 
@@ -90,8 +90,9 @@ class IBMRec(Recommender):
         """``Theta_2 = [C, Z]`` (Eq. 31): the user content embeddings and the projection."""
         return [self.backbone.user_content] + list(self.backbone.projection.trainable_variables)
 
-    def create_optimizers(self, learning_rate: float) -> dict:
-        self._optimizers = {"main": self.new_optimizer(learning_rate, self.trainable_variables)}
+    def create_optimizers(self, learning_rate: float, kind: str = "adam") -> dict:
+        self._optimizers = {"main": self.new_optimizer(learning_rate, self.trainable_variables,
+                                                       kind)}
         if self.use_second_stage:
             second_vars = self.second_stage_variables()
             allowed = {id(v) for v in self.trainable_variables}
@@ -104,7 +105,7 @@ class IBMRec(Recommender):
             if overlap or not {id(v) for v in second_vars} <= allowed:
                 raise ValueError("the second-stage variable group must hold only C and the "
                                  "projection, all of them trainable")
-            self._optimizers["second_stage"] = self.new_optimizer(learning_rate, second_vars)
+            self._optimizers["second_stage"] = self.new_optimizer(learning_rate, second_vars, kind)
         return self._optimizers
 
     # -- the forward pass ---------------------------------------------------------------------
@@ -142,9 +143,17 @@ class IBMRec(Recommender):
 
     # -- losses and updates -------------------------------------------------------------------
     def compute_losses(self, batch, training=True) -> dict:
+        """The backbone's BPR and L2 terms plus FIB and GIB (Eq. 30), as this replica's share.
+
+        The HSIC terms are defined over the whole batch's distinct items, so every replica
+        computes them over the global batch and contributes ``1 / replicas`` of each (as it
+        does of every reported batch-level value); see :meth:`Recommender.compute_losses`.
+        """
         items, pos_rows, neg_rows = self.batch_items(batch)
-        out, extras = self._forward(batch["user"], items, training)
-        terms = self._bpr_terms(batch, out, pos_rows, neg_rows)
+        share = replica_share(batch)
+        out, extras = self._forward(tf.gather(batch["user"], share.rows), items, training)
+        terms = self._bpr_terms(share, out, tf.gather(pos_rows, share.rows),
+                                tf.gather(neg_rows, share.rows))
         n = tf.shape(items)[0] if self.config.hsic_items <= 0 else \
             tf.minimum(tf.shape(items)[0], self.config.hsic_items)
         hsic_items = items[:n]  # distinct, in the shuffled batch's order
@@ -156,37 +165,39 @@ class IBMRec(Recommender):
                 losses.hsic_rbf(ego[:, d * (k + 1):d * (k + 2)], tf.gather(m, hsic_items),
                                 self.config.sigma2_fib)
                 for k, m in enumerate(self.backbone.raw_features)])
-            terms["hsic_fib"] = hsic
-            terms["fib"] = self.config.alpha * hsic
+            terms["hsic_fib"] = hsic * share.scale
+            terms["fib"] = self.config.alpha * terms["hsic_fib"]
             terms["loss"] = terms["loss"] + terms["fib"]
         if self.use_gib:
             # Y (the unmasked graph) only enters the HSIC, so only its HSIC rows are computed.
             masked = out["items"][:n]
             original = self.backbone.on_item_graph(out, items, None, first=n)
             hsic = losses.hsic_rbf(masked, original, self.config.sigma2_gib)
-            terms["hsic_gib"] = hsic
-            terms["gib"] = self.config.beta * hsic
+            terms["hsic_gib"] = hsic * share.scale
+            terms["gib"] = self.config.beta * terms["hsic_gib"]
             terms["loss"] = terms["loss"] + terms["gib"]
-            terms["edge_keep_prob"] = tf.reduce_mean(extras["keep"])
+            terms["edge_keep_prob"] = tf.reduce_mean(extras["keep"]) * share.scale
             terms["hist/edge_keep_prob"] = extras["keep"]
         if self.backbone.item_item_graph:
             weights = self.backbone.modality_weights()
             for k, name in enumerate(self.modalities):
-                terms[f"modality_weight/{name}"] = weights[k]
+                terms[f"modality_weight/{name}"] = weights[k] * share.scale
         return terms
 
     def second_stage_loss(self, batch):
         """InfoNCE between ``c_a`` and ``z_i`` of the batch's (user, positive) pairs (Eq. 31).
 
         The candidates are the batch's distinct positive items, so an item that is the positive
-        of several pairs is never a negative for any of them.
+        of several pairs is never a negative for any of them. Over the whole (global) batch;
+        under a strategy each replica returns ``1 / replicas`` of it.
         """
         backbone = self.backbone
         items, labels = tf.unique(batch["pos"])
         user_content = tf.gather(backbone.user_content, batch["user"])
         z_items = tf.concat(backbone.projection([tf.gather(m, items)
                                                  for m in backbone.raw_features]), axis=1)
-        return losses.info_nce(user_content, z_items, self.config.tau, labels=labels)
+        return losses.info_nce(user_content, z_items, self.config.tau,
+                               labels=labels) * replica_share(batch).scale
 
     def train_step(self, batch):
         terms = super().train_step(batch)  # the first update: L1 on every variable

@@ -84,6 +84,7 @@ class MultimodalRecommender(Recommender):
             self.ui_propagation = GraphPropagation(num_layers=config.n_layers,
                                                    name="user_item_propagation")
         self._propagated_features = None
+        self._shards = None
         if self.item_item_graph:
             if config.knn_k >= self.num_items:
                 raise ValueError(f"knn_k={config.knn_k} must be < the number of items {self.num_items}")
@@ -107,8 +108,39 @@ class MultimodalRecommender(Recommender):
         return tf.nn.softmax(self.modality_logits)
 
     def content_features(self):
-        """``[Z^1, ..., Z^K]``, each ``[num_items, d]``: every item's projected modalities."""
-        return self.projection(self.projection_inputs)
+        """``[Z^1, ..., Z^K]``, each ``[num_items, d]``: every item's projected modalities.
+
+        Under a ``tf.distribute`` strategy with R replicas each replica projects its own
+        ``ceil(N / R)`` items and the shares are all-gathered (the gather's gradient returns
+        each share's gradient to the replica that projected it), so the step's largest products,
+        the projection and its kernel gradient, are divided among the replicas instead of
+        repeated on each. The values and the summed gradients are those of one replica.
+        """
+        context = tf.distribute.get_replica_context()
+        replicas = 1 if context is None else context.num_replicas_in_sync
+        if replicas == 1 or self.config.straightforward:
+            return self.projection(self.projection_inputs)
+        replica = tf.get_static_value(context.replica_id_in_sync_group)
+        if replica is not None:  # each replica's rows, cut once (not copied every step)
+            mine = self.projection(self._feature_shards(replicas)[int(replica)])
+        else:
+            mine = self.projection([tf.gather(m, rows) for m, rows in zip(
+                self.projection_inputs, [self._shard_rows(context.replica_id_in_sync_group,
+                                                          replicas)] * len(self.raw_features))])
+        return [context.all_gather(z, axis=0)[:self.num_items] for z in mine]
+
+    def _shard_rows(self, replica, replicas: int):
+        """Replica ``replica``'s ``ceil(N / R)`` item rows; the last share repeats item N-1."""
+        share = -(-self.num_items // replicas)
+        start = tf.cast(replica, tf.int32) * share
+        return tf.minimum(tf.range(start, start + share), self.num_items - 1)
+
+    def _feature_shards(self, replicas: int):
+        if self._shards is None or len(self._shards) != replicas:
+            with tf.init_scope():
+                self._shards = [[tf.gather(m, self._shard_rows(r, replicas))
+                                 for m in self.projection_inputs] for r in range(replicas)]
+        return self._shards
 
     def propagates_raw_features(self, users=None, items=None, z_all=None) -> bool:
         """Whether a forward pass for these rows propagates raw features instead of ``Z``.

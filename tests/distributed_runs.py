@@ -1,0 +1,111 @@
+"""Runs one model on one replica and on N mirrored CPU replicas and compares them (a subprocess of
+tests/test_distribute.py: splitting the CPU into logical devices must precede every TensorFlow op).
+
+    python -m tests.distributed_runs --cases=ibmrec:sgd,ibmrec:adam --replicas=2 --steps=4 --epochs=2
+
+For each model:optimizer case, prints one JSON line: the largest relative difference of any
+variable's update after --steps steps, and the valid/test Recall@20 and NDCG@20 and the epoch
+losses of both after --epochs epochs of the Trainer (0: not compared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cases", default="lightgcn:adam")
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * args.replicas)
+    from ibmrec_tf.data import make_synthetic
+    from ibmrec_tf.models import ModelConfig
+    from ibmrec_tf.training import TrainConfig
+
+    data = make_synthetic(seed=2, num_users=120, num_items=80, interactions_per_user=8,
+                          modality_dims={"image": 16, "text": 12})
+    model_config = ModelConfig(embedding_dim=8, knn_k=4, n_layers=2, hsic_items=64)
+    # An odd batch size: the replicas' slices differ in size, and the last batch is shorter.
+    train_config = TrainConfig(epochs=args.epochs, batch_size=101, learning_rate=1e-2,
+                               patience=50, seed=3, verbose=0)
+    strategies = {"one": None, "mirrored": tf.distribute.MirroredStrategy(
+        [f"/cpu:{i}" for i in range(args.replicas)])}
+
+    for case in args.cases.split(","):
+        model_name, optimizer = case.split(":")
+        print(json.dumps(compare(data, model_config, train_config.replace(optimizer=optimizer),
+                                 strategies, model_name, args)), flush=True)
+
+
+def compare(data, model_config, train_config, strategies, model_name, args) -> dict:
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    from ibmrec_tf.data import TripletSampler
+    from ibmrec_tf.models import build_model
+    from ibmrec_tf.training import Trainer
+
+    def build(strategy):
+        keras.utils.set_random_seed(11)
+        scope = strategy.scope() if strategy else tf.distribute.get_strategy().scope()
+        with scope:
+            return build_model(model_name, data, model_config)
+
+    out = {"case": f"{model_name}:{train_config.optimizer}", "replicas": args.replicas}
+    weights = {}
+    batches = list(TripletSampler(data, 0).epoch_dataset(1, train_config.batch_size))
+    for name, strategy in strategies.items():
+        model = build(strategy)
+        trainer = Trainer(model, data, train_config, tempfile.mkdtemp(), strategy=strategy,
+                          write_logs=False)
+        for i, batch in enumerate(batches[:args.steps]):
+            trainer._step(batch, tf.constant(i + 1, tf.int64))
+        weights[name] = {v.path: v.numpy() for v in model.variables}
+        backbone = getattr(model, "backbone", model)
+        if name == "mirrored" and hasattr(backbone, "_shards"):
+            out["projection_sharded"] = backbone._shards is not None
+    # Compared on each variable's update (after - before): ||update_R - update_1|| / ||update_1||
+    # (Frobenius norms). A missing 1/R or a wrong slice changes an update by a factor; rounding
+    # (sums in another order) by ~1e-6 of it.
+    initial = {v.path: v.numpy() for v in build(None).variables}
+    worst, moved = 0.0, 0.0
+    for path, before in initial.items():
+        one = (weights["one"][path] - before).astype(np.float64)
+        mirrored = (weights["mirrored"][path] - before).astype(np.float64)
+        size = float(np.linalg.norm(one))
+        moved = max(moved, float(np.abs(one).max()))
+        if size > 0:
+            difference = float(np.linalg.norm(one - mirrored)) / size
+            if difference > worst:
+                worst, out["worst_variable"] = difference, path
+        elif np.abs(mirrored).max() > 0:
+            worst, out["worst_variable"] = float("inf"), path
+    out["max_relative_difference"] = worst
+    out["largest_update"] = moved
+    for name, strategy in strategies.items() if args.epochs else ():
+        model = build(strategy)
+        result = Trainer(model, data, train_config, tempfile.mkdtemp(), strategy=strategy,
+                         write_logs=False).fit()
+        out[name] = {f"{split}/{k}": getattr(result, split)[k] for split in ("valid", "test")
+                     for k in ("recall@20", "ndcg@20")}
+        out[name]["loss"] = [h["train/loss"] for h in result.history]
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""tf.distribute: mirrored replicas and several workers train exactly as one replica does."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+TRAIN = [sys.executable, "-m", "runners.train", "--dataset=synthetic", "--model=lightgcn",
+         "--n_layers=1", "--learning_rate=5e-3", "--patience=20", "--seed=3", "--verbose=0"]
+
+
+def _env(**extra):
+    return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+
+
+def test_mirrored_replicas_equal_one_replica():
+    """2 logical CPU replicas against 1, same global batches: every variable's update after 4
+    steps within 1e-5 (relative Frobenius norm), with Adam and plain SGD (SGD would show a
+    missing 1/R that Adam's scale invariance hides), and the metrics after 2 epochs."""
+    cases = "lightgcn:adam,lightgcn:sgd,vlattice:adam,vlattice:sgd,ibmrec:adam,ibmrec:sgd"
+    proc = subprocess.run([sys.executable, "-m", "tests.distributed_runs", f"--cases={cases}",
+                           "--replicas=2", "--steps=4", "--epochs=2"], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["case"] for r in results] == cases.split(",")
+    for r in results:
+        # The LATTICE-based models project every item each step: each replica projects its share.
+        assert r.get("projection_sharded", False) == r["case"].startswith(("vlattice", "ibmrec"))
+        assert r["largest_update"] > 0, r["case"]
+        assert r["max_relative_difference"] < 1e-5, (r["case"], r.get("worst_variable"))
+        for key, value in r["one"].items():
+            if key == "loss":
+                assert r["mirrored"][key] == pytest.approx(value, rel=1e-5), r["case"]
+            else:
+                assert r["mirrored"][key] == pytest.approx(value, abs=1e-3), (r["case"], key)
+
+
+def test_variables_outside_the_strategy_scope_are_refused(tmp_path):
+    import tensorflow as tf
+    from ibmrec_tf.data import make_synthetic
+    from ibmrec_tf.models import ModelConfig, build_model
+    from ibmrec_tf.training import TrainConfig, Trainer
+
+    data = make_synthetic(seed=0, num_users=40, num_items=30, interactions_per_user=5)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    config = TrainConfig(epochs=1, ks=(10, 20), verbose=0)
+    outside = build_model("bprmf", data, ModelConfig(embedding_dim=4))
+    with pytest.raises(ValueError, match="created outside the distribution strategy's scope"):
+        Trainer(outside, data, config, str(tmp_path / "a"), strategy=strategy)
+    with strategy.scope():
+        inside = build_model("bprmf", data, ModelConfig(embedding_dim=4))
+    inside.create_optimizers(1e-3)  # the optimizer outside: its step count would be wrong
+    with pytest.raises(ValueError, match="created outside.*adam"):
+        Trainer(inside, data, config, str(tmp_path / "b"), strategy=strategy)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _workers(args, model_dir, *, wait=True):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = [subprocess.Popen(
+        TRAIN + args + ["--distribution_strategy=multi_worker_mirrored", f"--model_dir={model_dir}"],
+        cwd=ROOT, env=_env(TF_CONFIG=json.dumps({"cluster": cluster,
+                                                 "task": {"type": "worker", "index": i}})),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    if wait:
+        for p in procs:
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err[-3000:]
+    return procs
+
+
+def _metrics(model_dir):
+    return json.loads((model_dir / "metrics.json").read_text())
+
+
+def _epochs_done(model_dir):
+    from ibmrec_tf.training import checkpointed_epoch
+
+    try:
+        return checkpointed_epoch(str(model_dir))
+    except Exception:  # being written
+        return 0
+
+
+def test_two_workers_equal_one_process_and_resume_after_a_kill(tmp_path):
+    """Two worker processes on 127.0.0.1 end where one process ends; a worker killed with
+    SIGKILL mid-run, then both restarted with --resume, end there too. Only the chief writes
+    --model_dir; the other worker leaves nothing behind."""
+    one = tmp_path / "one"
+    subprocess.run(TRAIN + ["--epochs=6", f"--model_dir={one}"], cwd=ROOT, env=_env(),
+                   check=True, capture_output=True, timeout=300)
+    two = tmp_path / "two"
+    _workers(["--epochs=6"], two)
+    a, b = _metrics(one), _metrics(two)
+    assert a["best_epoch"] == b["best_epoch"] and b["epochs_run"] == 6
+    for split in ("valid", "test"):
+        for key, value in a[split].items():
+            assert b[split][key] == pytest.approx(value, abs=1e-3), (split, key)
+    assert sorted(os.listdir(two)) == sorted(os.listdir(one))
+
+    killed = tmp_path / "killed"
+    procs = _workers(["--epochs=6", "--log_every=1"], killed, wait=False)
+    deadline = time.time() + 240
+    while _epochs_done(killed) < 2 and time.time() < deadline and procs[1].poll() is None:
+        time.sleep(0.02)
+    procs[1].send_signal(signal.SIGKILL)  # the other worker now waits on a collective
+    procs[1].wait()
+    done = _epochs_done(killed)
+    procs[0].send_signal(signal.SIGKILL)
+    procs[0].wait()
+    assert 2 <= done < 6, f"the kill should land mid-run (after epoch {done})"
+    _workers(["--epochs=6", "--log_every=1", "--resume"], killed)
+    c = _metrics(killed)
+    assert c["best_epoch"] == a["best_epoch"] and c["epochs_run"] == 6
+    for split in ("valid", "test"):
+        for key, value in a[split].items():
+            assert c[split][key] == pytest.approx(value, abs=1e-3), (split, key)
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--distribution_strategy=mirrored"], {}, "found no GPU; on a CPU-only machine give --cpu_replicas"),
+    (["--distribution_strategy=mirrored", "--cpu_replicas=3"], {},
+     "--batch_size=1024 is not divisible by the 3 replicas"),
+    (["--cpu_replicas=2"], {}, "--cpu_replicas needs --distribution_strategy"),
+    (["--distribution_strategy=multi_worker_mirrored"], {"TF_CONFIG": ""}, "needs TF_CONFIG"),
+    (["--distribution_strategy=multi_worker_mirrored"], {"TF_CONFIG": "{\"cluster\": 1}"},
+     "TF_CONFIG is not a cluster spec"),
+])
+def test_inconsistent_distribution_settings_exit_2(tmp_path, args, env, message):
+    proc = subprocess.run(TRAIN + [f"--model_dir={tmp_path / 'm'}", *args], cwd=ROOT,
+                          env=_env(**env), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr
+
+
+def test_distribution_study_times_one_and_two_replicas(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "runners.benchmark", "--study=distribution", "--speed_epochs=1",
+         "--dataset=synthetic", "--n_layers=1", "--only=lightgcn replicas=1,lightgcn replicas=2",
+         f"--bench_dir={tmp_path}"], cwd=ROOT, env=_env(), capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = json.loads((tmp_path / "distribution.json").read_text())["runs"]
+    assert [r["label"] for r in runs] == ["lightgcn replicas=1", "lightgcn replicas=2"]
+    flags_cfg = (tmp_path / "distribution" / "lightgcn_replicas=2-s0" / "flags.cfg").read_text()
+    assert "--model=lightgcn" in flags_cfg  # the strategy flags say how it ran, not what
+    ratio = runs[0]["seconds_per_epoch"] / runs[1]["seconds_per_epoch"]
+    assert f"| lightgcn | 2 | {runs[1]['device']} | {runs[1]['seconds_per_epoch']:.2f} | {ratio:.2f}x |" in proc.stdout
+    assert runs[0]["valid"]["recall@20"] == pytest.approx(runs[1]["valid"]["recall@20"], abs=1e-3)
