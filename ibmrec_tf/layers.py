@@ -36,6 +36,47 @@ def csr_kernel_available() -> bool:
     return _csr_ops is not None
 
 
+def replica_device() -> str | None:
+    """The device of the current ``tf.distribute`` replica when there are several, else None."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    try:
+        devices = tf.nest.flatten(context.devices or [])
+    except (AttributeError, IndexError):  # a replica context without local devices to name
+        # (a multi-worker replica: one per worker, on that worker's default device)
+        return None
+    return devices[0] if devices else None
+
+
+class PerDevice:
+    """Constant tensors (any nest) with one copy on each replica's device, made on first use.
+
+    A model's graphs and features are built once, on the default device; a replica on another
+    device would otherwise read them from there at every step. ``get()`` returns the copy on
+    the current replica's device (the original outside a multi-replica strategy).
+    """
+
+    def __init__(self, value, *, copy=None):
+        self._value = value
+        self._copy = copy or (lambda v: tf.nest.map_structure(tf.identity, v))
+        self._copies: dict[str, object] = {}
+
+    def get(self):
+        device = replica_device()
+        if device is None:
+            return self._value
+        if device not in self._copies:
+            with tf.init_scope(), tf.device(device):
+                self._copies[device] = self._copy(self._value)
+        return self._copies[device]
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices that hold a copy (for tests)."""
+        return sorted(self._copies)
+
+
 class CSRGraph:
     """A fixed sparse ``[rows, cols]`` matrix multiplied with the CSR kernel.
 
@@ -59,10 +100,17 @@ class CSRGraph:
         elif use_csr_kernel and not csr_kernel_available():
             raise ValueError("this TensorFlow has no CSR sparse-matrix module")
         self.uses_csr_kernel = bool(use_csr_kernel)
-        convert = self._to_csr if self.uses_csr_kernel else self._to_sparse_tensor
         with tf.init_scope():  # eager even when first used inside a tf.function
-            self._forward = convert(matrix)
-            self._backward = self._forward if self.symmetric else convert(matrix.T.tocsr())
+            coo = (self._to_sparse_tensor(matrix),
+                   None if self.symmetric else self._to_sparse_tensor(matrix.T.tocsr()))
+
+        def operands(pair):  # (forward, backward) in this kernel's format, on this device
+            convert = self._from_sparse_tensor if self.uses_csr_kernel else tf.sparse.reorder
+            forward = convert(pair[0])
+            return forward, forward if pair[1] is None else convert(pair[1])
+
+        with tf.init_scope():
+            self._operands = PerDevice(operands(coo), copy=lambda _: operands(coo))
 
     @staticmethod
     def _to_sparse_tensor(matrix: sp.csr_matrix) -> tf.sparse.SparseTensor:
@@ -72,9 +120,9 @@ class CSRGraph:
             np.stack([coo.row[order], coo.col[order]], 1).astype(np.int64),
             coo.data[order].astype(np.float32), np.asarray(matrix.shape, np.int64))
 
-    @classmethod
-    def _to_csr(cls, matrix: sp.csr_matrix):
-        return _csr_ops.CSRSparseMatrix(cls._to_sparse_tensor(matrix))._matrix
+    @staticmethod
+    def _from_sparse_tensor(sparse: tf.sparse.SparseTensor):
+        return _csr_ops.CSRSparseMatrix(sparse)._matrix
 
     def matmul(self, x, rows=None):
         """``(A @ x)[rows]`` with the exact gradient ``A^T @ upstream`` (``A`` itself if symmetric).
@@ -83,7 +131,7 @@ class CSRGraph:
         rows was measured slower on TikTok and Sports (a batch's users and items are the
         heavy ones, and their entries are a large part of the graph).
         """
-        forward, backward = self._forward, self._backward
+        forward, backward = self._operands.get()
         if self.uses_csr_kernel:
             def product(matrix, dense):
                 return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=dense)
@@ -117,7 +165,7 @@ class NeighborTable:
         self.shape = table.shape
         self.num_rows = int(num_rows)
         with tf.init_scope():
-            self.ids = tf.constant(table.astype(np.int32))
+            self._ids = PerDevice(tf.constant(table.astype(np.int32)))
         flat = table.reshape(-1)
         incidence = sp.csr_matrix((np.ones(len(flat), np.float32), (flat, np.arange(len(flat)))),
                                   shape=(self.num_rows, len(flat)))
@@ -132,7 +180,7 @@ class NeighborTable:
             def grad(upstream):
                 flat = tf.reshape(upstream, [entries, -1])
                 return tf.reshape(self._sum_into_rows.matmul(flat), tf.shape(values))
-            return tf.gather(values, self.ids), grad
+            return tf.gather(values, self._ids.get()), grad
 
         return gather(params)
 

@@ -40,7 +40,7 @@ def main() -> None:
                           modality_dims={"image": 16, "text": 12})
     model_config = ModelConfig(embedding_dim=8, knn_k=4, n_layers=2, hsic_items=64)
     # An odd batch size: the replicas' slices differ in size, and the last batch is shorter.
-    train_config = TrainConfig(epochs=args.epochs, batch_size=101, learning_rate=1e-2,
+    train_config = TrainConfig(epochs=max(args.epochs, 1), batch_size=101, learning_rate=1e-2,
                                patience=50, seed=3, verbose=0)
     strategies = {"one": None, "mirrored": tf.distribute.MirroredStrategy(
         [f"/cpu:{i}" for i in range(args.replicas)])}
@@ -79,6 +79,9 @@ def compare(data, model_config, train_config, strategies, model_name, args) -> d
         backbone = getattr(model, "backbone", model)
         if name == "mirrored" and hasattr(backbone, "_shards"):
             out["projection_sharded"] = backbone._shards is not None
+        graph = getattr(backbone, "ui_graph", None) or getattr(backbone, "user_item_graph", None)
+        if name == "mirrored" and graph is not None:  # each replica reads its own copy
+            out["graph_devices"] = graph._operands.devices
     # Compared on each variable's update (after - before): ||update_R - update_1|| / ||update_1||
     # (Frobenius norms). A missing 1/R or a wrong slice changes an update by a factor; rounding
     # (sums in another order) by ~1e-6 of it.

@@ -34,6 +34,7 @@ def test_mirrored_replicas_equal_one_replica():
     for r in results:
         # The LATTICE-based models project every item each step: each replica projects its share.
         assert r.get("projection_sharded", False) == r["case"].startswith(("vlattice", "ibmrec"))
+        assert len(r["graph_devices"]) == 2 and r["graph_devices"][1].endswith("CPU:1"), r
         assert r["largest_update"] > 0, r["case"]
         assert r["max_relative_difference"] < 1e-5, (r["case"], r.get("worst_variable"))
         for key, value in r["one"].items():

@@ -34,7 +34,7 @@ import tensorflow as tf
 from ibmrec_tf import graph as graph_lib
 from ibmrec_tf.data import Dataset
 from ibmrec_tf.layers import (CSRGraph, GraphPropagation, ModalityProjection, NeighborGraph,
-                              NeighborTable, symmetric_normalize)
+                              NeighborTable, PerDevice, symmetric_normalize)
 from ibmrec_tf.models.base import ModelConfig, Recommender, node_rows, rows_of
 
 
@@ -59,19 +59,23 @@ class MultimodalRecommender(Recommender):
         # (which normalize rows) do not change.
         self.feature_scales = [float(np.mean(np.linalg.norm(dataset.features[m], axis=1))) or 1.0
                                for m in self.modalities]
-        self.raw_features = [tf.constant(dataset.features[m] / scale)
-                             for m, scale in zip(self.modalities, self.feature_scales)]
+        raw_features = [tf.constant(dataset.features[m] / scale)
+                        for m, scale in zip(self.modalities, self.feature_scales)]
         # What the all-item projection reads: the raw features in the projection's compute
         # dtype, cast once (the same tensors under float32).
         compute_dtype = keras.DTypePolicy(config.precision).compute_dtype
-        self.projection_inputs = [m if compute_dtype == "float32" else tf.cast(m, compute_dtype)
-                                  for m in self.raw_features]
+        projection_inputs = [m if compute_dtype == "float32" else tf.cast(m, compute_dtype)
+                             for m in raw_features]
+        # Each replica of a tf.distribute strategy reads its own copies (see layers.PerDevice).
+        self._raw_features = PerDevice(raw_features)
+        self._projection_inputs = (self._raw_features if compute_dtype == "float32"
+                                   else PerDevice(projection_inputs))
         self.user_embedding = self._embedding(self.num_users, "P")
         self.item_embedding = self._embedding(self.num_items, "Q")
         self.projection = None
         if self.content or need_projection:
             self.projection = ModalityProjection(
-                input_dims=[f.shape[1] for f in self.raw_features], output_dim=d,
+                input_dims=[f.shape[1] for f in raw_features], output_dim=d,
                 hidden_layers=config.projection_layers, activation=config.projection_activation,
                 output_stddev=config.init_stddev, fast_gradient=not config.straightforward,
                 dtype=config.precision, name="projection")
@@ -91,17 +95,43 @@ class MultimodalRecommender(Recommender):
             neighbors, similarity = zip(*(graph_lib.knn_graph(dataset.features[m], config.knn_k)
                                           for m in self.modalities))
             table = np.concatenate(neighbors, axis=1)
-            self.knn_neighbors = tf.constant(table.astype(np.int32))
+            self._knn = PerDevice((tf.constant(table.astype(np.int32)),
+                                   [tf.constant(s) for s in similarity]))
             # The same ids for the gathers over every item's edges (the normalization, the edge
             # masker), whose gradient is then a fixed sparse product; the straightforward
             # formulation keeps TensorFlow's own gather gradient.
-            self.knn_table = (self.knn_neighbors if config.straightforward
-                              else NeighborTable(table, self.num_items))
-            self.knn_similarity = [tf.constant(s) for s in similarity]
+            self._knn_table = None if config.straightforward else NeighborTable(table, self.num_items)
             self.modality_logits = self.add_weight(shape=(num_modalities,), name="modality_logits",
                                                    initializer="zeros")
             self.ii_propagation = GraphPropagation(num_layers=config.item_layers, combine="last",
                                                    name="item_item_propagation")
+
+    # -- constants, on the current replica's device ------------------------------------------------
+    @property
+    def raw_features(self) -> list:
+        """Each modality's raw features ``M^k`` ``[num_items, dim_k]``, float32, unit mean norm."""
+        return self._raw_features.get()
+
+    @property
+    def projection_inputs(self) -> list:
+        """The raw features in the projection's compute dtype (the same tensors under float32)."""
+        return self._projection_inputs.get()
+
+    @property
+    def knn_neighbors(self):
+        """``[num_items, K * knn_k]`` neighbour ids of the fused kNN graph."""
+        return self._knn.get()[0]
+
+    @property
+    def knn_similarity(self) -> list:
+        """Each modality's ``[num_items, knn_k]`` edge similarities."""
+        return self._knn.get()[1]
+
+    @property
+    def knn_table(self):
+        """The neighbour ids for gathers over every edge: a :class:`NeighborTable` (fast
+        gradient), or the ids themselves in the straightforward formulation."""
+        return self.knn_neighbors if self._knn_table is None else self._knn_table
 
     # -- pieces -----------------------------------------------------------------------------------
     def modality_weights(self):
@@ -122,7 +152,7 @@ class MultimodalRecommender(Recommender):
             return self.projection(self.projection_inputs)
         replica = tf.get_static_value(context.replica_id_in_sync_group)
         if replica is not None:  # each replica's rows, cut once (not copied every step)
-            mine = self.projection(self._feature_shards(replicas)[int(replica)])
+            mine = self.projection(self._feature_shard(replicas, int(replica)))
         else:
             mine = self.projection([tf.gather(m, rows) for m, rows in zip(
                 self.projection_inputs, [self._shard_rows(context.replica_id_in_sync_group,
@@ -135,12 +165,14 @@ class MultimodalRecommender(Recommender):
         start = tf.cast(replica, tf.int32) * share
         return tf.minimum(tf.range(start, start + share), self.num_items - 1)
 
-    def _feature_shards(self, replicas: int):
+    def _feature_shard(self, replicas: int, replica: int) -> list:
+        """Replica ``replica``'s rows of each modality's features, cut once on its device."""
         if self._shards is None or len(self._shards) != replicas:
-            with tf.init_scope():
-                self._shards = [[tf.gather(m, self._shard_rows(r, replicas))
-                                 for m in self.projection_inputs] for r in range(replicas)]
-        return self._shards
+            inputs = self._projection_inputs
+            self._shards = [PerDevice(r, copy=lambda r: [
+                tf.gather(m, self._shard_rows(r, replicas)) for m in inputs.get()])
+                for r in range(replicas)]
+        return self._shards[replica].get()
 
     def propagates_raw_features(self, users=None, items=None, z_all=None) -> bool:
         """Whether a forward pass for these rows propagates raw features instead of ``Z``.
@@ -173,8 +205,8 @@ class MultimodalRecommender(Recommender):
                                        for c in range(0, int(m.shape[1]), chunk_columns)], axis=1)
                             for m in self.raw_features]
                 bias_weight = propagate(tf.ones([self.num_items, 1]))
-            self._propagated_features = (features, bias_weight)
-        return self._propagated_features
+            self._propagated_features = PerDevice((features, bias_weight))
+        return self._propagated_features.get()
 
     def fused_similarity(self):
         """``[num_items, K * knn_k]`` values of ``S = sum_m softmax(w)_m S^m`` (Eq. 10)."""
