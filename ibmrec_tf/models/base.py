@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import tensorflow as tf
 import keras
