@@ -18,6 +18,8 @@ Two graph operands share one interface, ``graph.matmul(x, rows=None) -> (graph @
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
@@ -57,24 +59,29 @@ class PerDevice:
     the current replica's device (the original outside a multi-replica strategy).
     """
 
-    def __init__(self, value, *, copy=None):
+    def __init__(self, value, *, copy=None, copy_on_default: bool = False):
+        """``copy(value)`` makes a device's copy (default: ``tf.identity`` of each tensor);
+        ``copy_on_default``: make one on the default device too, instead of returning
+        ``value`` there (for values that are recipes rather than tensors)."""
         self._value = value
         self._copy = copy or (lambda v: tf.nest.map_structure(tf.identity, v))
+        self._copy_on_default = copy_on_default
         self._copies: dict[str, object] = {}
 
     def get(self):
         device = replica_device()
-        if device is None:
+        if device is None and not self._copy_on_default:
             return self._value
-        if device not in self._copies:
-            with tf.init_scope(), tf.device(device):
-                self._copies[device] = self._copy(self._value)
-        return self._copies[device]
+        key = device or ""
+        if key not in self._copies:
+            with tf.init_scope(), (tf.device(device) if device else contextlib.nullcontext()):
+                self._copies[key] = self._copy(self._value)
+        return self._copies[key]
 
     @property
     def devices(self) -> list[str]:
-        """The devices that hold a copy (for tests)."""
-        return sorted(self._copies)
+        """The replica devices that hold a copy (for tests)."""
+        return sorted(key for key in self._copies if key)
 
 
 class CSRGraph:

@@ -1,7 +1,9 @@
-"""Runs one model on one replica and on N mirrored CPU replicas and compares them (a subprocess of
-tests/test_distribute.py: splitting the CPU into logical devices must precede every TensorFlow op).
+"""Runs one model on one replica and on several (N mirrored CPU replicas, or the workers of
+TF_CONFIG) and compares them. A subprocess of tests/test_distribute.py: splitting the CPU into
+logical devices, or joining a cluster, must precede every TensorFlow op.
 
     python -m tests.distributed_runs --cases=ibmrec:sgd,ibmrec:adam --replicas=2 --steps=4 --epochs=2
+    TF_CONFIG=... python -m tests.distributed_runs --strategy=multi_worker --cases=...   # each worker
 
 For each model:optimizer case, prints one JSON line: the largest relative difference of any
 variable's update after --steps steps, and the valid/test Recall@20 and NDCG@20 and the epoch
@@ -24,13 +26,18 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--strategy", default="mirrored", choices=["mirrored", "multi_worker"])
     args = parser.parse_args()
 
     import tensorflow as tf
 
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * args.replicas)
+    if args.strategy == "multi_worker":
+        distributed = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * args.replicas)
+        distributed = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(args.replicas)])
     from ibmrec_tf.data import make_synthetic
     from ibmrec_tf.models import ModelConfig
     from ibmrec_tf.training import TrainConfig
@@ -41,8 +48,9 @@ def main() -> None:
     # An odd batch size: the replicas' slices differ in size, and the last batch is shorter.
     train_config = TrainConfig(epochs=max(args.epochs, 1), batch_size=101, learning_rate=1e-2,
                                patience=50, seed=3, verbose=0)
-    strategies = {"one": None, "mirrored": tf.distribute.MirroredStrategy(
-        [f"/cpu:{i}" for i in range(args.replicas)])}
+    strategies = {"one": None, "distributed": distributed}
+    if args.strategy == "multi_worker" and json.loads(os.environ["TF_CONFIG"])["task"]["index"]:
+        del strategies["one"]  # the comparison is made on worker 0; the others only take part
 
     for case in args.cases.split(","):
         model_name, optimizer = case.split(":")
@@ -65,7 +73,8 @@ def compare(data, model_config, train_config, strategies, model_name, args) -> d
         with scope:
             return build_model(model_name, data, model_config)
 
-    out = {"case": f"{model_name}:{train_config.optimizer}", "replicas": args.replicas}
+    out = {"case": f"{model_name}:{train_config.optimizer}",
+           "replicas": strategies["distributed"].num_replicas_in_sync}
     weights = {}
     batches = list(TripletSampler(data, 0).epoch_dataset(1, train_config.batch_size))
     for name, strategy in strategies.items():
@@ -76,19 +85,24 @@ def compare(data, model_config, train_config, strategies, model_name, args) -> d
             trainer._step(batch, tf.constant(i + 1, tf.int64))
         weights[name] = {v.path: v.numpy() for v in model.variables}
         backbone = getattr(model, "backbone", model)
-        if name == "mirrored" and hasattr(backbone, "_shards"):
+        if name == "distributed" and hasattr(backbone, "_shards"):
             out["projection_sharded"] = backbone._shards is not None
         graph = getattr(backbone, "ui_graph", None) or getattr(backbone, "user_item_graph", None)
-        if name == "mirrored" and graph is not None:  # each replica reads its own copy
+        if name == "distributed" and graph is not None:  # each replica reads its own copy
             out["graph_devices"] = graph._operands.devices
     # Compared on each variable's update (after - before): ||update_R - update_1|| / ||update_1||
     # (Frobenius norms). A missing 1/R or a wrong slice changes an update by a factor; rounding
     # (sums in another order) by ~1e-6 of it.
+    if "one" not in strategies:  # a worker that only takes part
+        for name, strategy in strategies.items() if args.epochs and train_config.optimizer == "adam" else ():
+            Trainer(build(strategy), data, train_config, tempfile.mkdtemp(), strategy=strategy,
+                    write_logs=False).fit()
+        return out
     initial = {v.path: v.numpy() for v in build(None).variables}
     worst, moved = 0.0, 0.0
     for path, before in initial.items():
         one = (weights["one"][path] - before).astype(np.float64)
-        mirrored = (weights["mirrored"][path] - before).astype(np.float64)
+        mirrored = (weights["distributed"][path] - before).astype(np.float64)
         size = float(np.linalg.norm(one))
         moved = max(moved, float(np.abs(one).max()))
         if size > 0:
@@ -99,7 +113,8 @@ def compare(data, model_config, train_config, strategies, model_name, args) -> d
             worst, out["worst_variable"] = float("inf"), path
     out["max_relative_difference"] = worst
     out["largest_update"] = moved
-    for name, strategy in strategies.items() if args.epochs else ():
+    # The metrics after --epochs epochs, with Adam (the SGD runs check the updates above).
+    for name, strategy in strategies.items() if args.epochs and train_config.optimizer == "adam" else ():
         model = build(strategy)
         result = Trainer(model, data, train_config, tempfile.mkdtemp(), strategy=strategy,
                          write_logs=False).fit()

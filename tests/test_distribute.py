@@ -20,28 +20,57 @@ def _env(**extra):
     return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
 
 
+CASES = "lightgcn:adam,lightgcn:sgd,vlattice:adam,vlattice:sgd,ibmrec:adam,ibmrec:sgd"
+
+
+def _check_equal_to_one_replica(results, *, placed_per_device):
+    """Every variable's update after 4 steps within 1e-5 (relative Frobenius norm), with Adam
+    and plain SGD (SGD would show a missing 1/R that Adam's scale invariance hides), and, with
+    Adam, the metrics (and each epoch's loss) after 2 epochs."""
+    assert [r["case"] for r in results] == CASES.split(",")
+    for r in results:
+        assert r["replicas"] == 2
+        # The LATTICE-based models project every item each step: each replica projects its share.
+        assert r.get("projection_sharded", False) == r["case"].startswith(("vlattice", "ibmrec"))
+        if placed_per_device:
+            assert len(r["graph_devices"]) == 2 and r["graph_devices"][1].endswith("CPU:1"), r
+        assert r["largest_update"] > 0, r["case"]
+        assert r["max_relative_difference"] < 1e-5, (r["case"], r.get("worst_variable"))
+        if r["case"].endswith(":sgd"):
+            continue  # the metrics after 2 epochs are compared with Adam
+        for key, value in r["one"].items():
+            if key == "loss":
+                assert r["distributed"][key] == pytest.approx(value, rel=1e-5), r["case"]
+            else:
+                assert r["distributed"][key] == pytest.approx(value, abs=1e-3), (r["case"], key)
+
+
+def _results(stdout):
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
 def test_mirrored_replicas_equal_one_replica():
-    """2 logical CPU replicas against 1, same global batches: every variable's update after 4
-    steps within 1e-5 (relative Frobenius norm), with Adam and plain SGD (SGD would show a
-    missing 1/R that Adam's scale invariance hides), and the metrics after 2 epochs."""
-    cases = "lightgcn:adam,lightgcn:sgd,vlattice:adam,vlattice:sgd,ibmrec:adam,ibmrec:sgd"
-    proc = subprocess.run([sys.executable, "-m", "tests.distributed_runs", f"--cases={cases}",
+    """2 logical CPU replicas against 1, on the same global batches."""
+    proc = subprocess.run([sys.executable, "-m", "tests.distributed_runs", f"--cases={CASES}",
                            "--replicas=2", "--steps=4", "--epochs=2"], cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert [r["case"] for r in results] == cases.split(",")
-    for r in results:
-        # The LATTICE-based models project every item each step: each replica projects its share.
-        assert r.get("projection_sharded", False) == r["case"].startswith(("vlattice", "ibmrec"))
-        assert len(r["graph_devices"]) == 2 and r["graph_devices"][1].endswith("CPU:1"), r
-        assert r["largest_update"] > 0, r["case"]
-        assert r["max_relative_difference"] < 1e-5, (r["case"], r.get("worst_variable"))
-        for key, value in r["one"].items():
-            if key == "loss":
-                assert r["mirrored"][key] == pytest.approx(value, rel=1e-5), r["case"]
-            else:
-                assert r["mirrored"][key] == pytest.approx(value, abs=1e-3), (r["case"], key)
+    _check_equal_to_one_replica(_results(proc.stdout), placed_per_device=True)
+
+
+def test_two_worker_processes_equal_one_replica():
+    """2 worker processes on 127.0.0.1 (one replica each) against 1 replica, in each worker."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "tests.distributed_runs", "--strategy=multi_worker",
+         f"--cases={CASES}", "--steps=4", "--epochs=2"], cwd=ROOT,
+        env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    _check_equal_to_one_replica(_results(outputs[0][0]), placed_per_device=False)
+    assert [r["case"] for r in _results(outputs[1][0])] == CASES.split(",")  # it took part
 
 
 def test_variables_outside_the_strategy_scope_are_refused(tmp_path):

@@ -170,8 +170,8 @@ class MultimodalRecommender(Recommender):
         if self._shards is None or len(self._shards) != replicas:
             inputs = self._projection_inputs
             self._shards = [PerDevice(r, copy=lambda r: [
-                tf.gather(m, self._shard_rows(r, replicas)) for m in inputs.get()])
-                for r in range(replicas)]
+                tf.gather(m, self._shard_rows(r, replicas)) for m in inputs.get()],
+                copy_on_default=True) for r in range(replicas)]
         return self._shards[replica].get()
 
     def propagates_raw_features(self, users=None, items=None, z_all=None) -> bool:
