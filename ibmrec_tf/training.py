@@ -144,15 +144,21 @@ def untracked_variables(root) -> list[str]:
     return [v.path for v in root.variables if id(v) not in tracked]
 
 
+def require_tracked(model) -> None:
+    """Raises :class:`CheckpointError` if a checkpoint of ``model`` would miss a variable."""
+    untracked = untracked_variables(model)
+    if untracked:
+        raise CheckpointError(f"the model's variables {untracked} are not tracked for "
+                              f"checkpoints (layers kept in a plain Python list?)")
+
+
 def load_weights(model: Recommender, path: str) -> None:
     """Restores the model variables of a checkpoint (``best`` or ``latest``), matched by path.
 
     Every variable of the model must have a value in the checkpoint: a checkpoint of another
     model or configuration is an error, not a partial restore.
     """
-    untracked = untracked_variables(model)
-    if untracked:
-        raise CheckpointError(f"the model's variables {untracked} are not tracked for checkpoints")
+    require_tracked(model)
     status = tf.train.Checkpoint(model=model).read(path)
     status.expect_partial()  # a 'latest' checkpoint also holds optimizers and the loop's state
     try:
@@ -193,10 +199,7 @@ class Trainer:
             with self.strategy.scope():
                 model.create_optimizers(config.learning_rate, config.optimizer)
         self._check_scope([w for o in model.optimizers.values() for w in o.variables])
-        untracked = untracked_variables(model)
-        if untracked:
-            raise CheckpointError(f"the model's variables {untracked} are not tracked for "
-                                  f"checkpoints (layers kept in a plain Python list?)")
+        require_tracked(model)
         self.trainer_state = TrainerState()
         optimizers = tf.train.Checkpoint(**{name: named_optimizer_state(opt)
                                             for name, opt in model.optimizers.items()})

@@ -83,12 +83,18 @@ class Recommender(keras.Model):
         that the shares (and their gradients, which the optimizer sums) add up to the one-replica
         values. Outside a strategy the share is the whole.
         """
+        share, users, items, pos_rows, neg_rows = self.replica_batch(batch)
+        out = self.forward(users=users, items=items, training=training)
+        return self._bpr_terms(share, out, pos_rows, neg_rows)
+
+    def replica_batch(self, batch):
+        """``(share, users, items, pos_rows, neg_rows)``: this replica's share of ``batch``, its
+        slice's users, the whole batch's distinct items, and the slice's positives and negatives
+        as rows of those items."""
         items, pos_rows, neg_rows = self.batch_items(batch)
         share = replica_share(batch)
-        out = self.forward(users=tf.gather(batch["user"], share.rows), items=items,
-                           training=training)
-        return self._bpr_terms(share, out, tf.gather(pos_rows, share.rows),
-                               tf.gather(neg_rows, share.rows))
+        return (share, tf.gather(batch["user"], share.rows), items,
+                tf.gather(pos_rows, share.rows), tf.gather(neg_rows, share.rows))
 
     def _bpr_terms(self, share, out, pos_rows, neg_rows) -> dict:
         """BPR and L2 over the share's triplets, each divided by the global batch size."""

@@ -149,11 +149,9 @@ class IBMRec(Recommender):
         computes them over the global batch and contributes ``1 / replicas`` of each (as it
         does of every reported batch-level value); see :meth:`Recommender.compute_losses`.
         """
-        items, pos_rows, neg_rows = self.batch_items(batch)
-        share = replica_share(batch)
-        out, extras = self._forward(tf.gather(batch["user"], share.rows), items, training)
-        terms = self._bpr_terms(share, out, tf.gather(pos_rows, share.rows),
-                                tf.gather(neg_rows, share.rows))
+        share, users, items, pos_rows, neg_rows = self.replica_batch(batch)
+        out, extras = self._forward(users, items, training)
+        terms = self._bpr_terms(share, out, pos_rows, neg_rows)
         n = tf.shape(items)[0] if self.config.hsic_items <= 0 else \
             tf.minimum(tf.shape(items)[0], self.config.hsic_items)
         hsic_items = items[:n]  # distinct, in the shuffled batch's order

@@ -154,9 +154,8 @@ class MultimodalRecommender(Recommender):
         if replica is not None:  # each replica's rows, cut once (not copied every step)
             mine = self.projection(self._feature_shard(replicas, int(replica)))
         else:
-            mine = self.projection([tf.gather(m, rows) for m, rows in zip(
-                self.projection_inputs, [self._shard_rows(context.replica_id_in_sync_group,
-                                                          replicas)] * len(self.raw_features))])
+            rows = self._shard_rows(context.replica_id_in_sync_group, replicas)
+            mine = self.projection([tf.gather(m, rows) for m in self.projection_inputs])
         return [context.all_gather(z, axis=0)[:self.num_items] for z in mine]
 
     def _shard_rows(self, replica, replicas: int):
