@@ -4,7 +4,7 @@ setup(
     name="ibmrec_tf",
     version="0.1.0",
     description="IBMRec (information-bottleneck denoised multimedia recommendation) in TensorFlow 2 / Keras",
-    packages=find_packages(include=["ibmrec_tf", "ibmrec_tf.*", "runners"]),
+    packages=find_packages(include=["ibmrec_tf", "ibmrec_tf.*", "runners", "runners.*"]),
     python_requires=">=3.10",
     install_requires=[
         # Measured to work together on Python 3.11.

@@ -189,8 +189,17 @@ class ModelConfig(Config):
         "float32", "Compute dtype of the dense projection and scoring products: float32, or a "
         "Keras mixed policy (variables stay float32; the sparse products, HSIC and the losses "
         "stay float32). mixed_float16 trains with dynamic loss scaling.", choices=PRECISIONS)
-    backbone: str = option("vlattice", "IBMRec's backbone.",
-                           choices=("vbpr", "vlightgcn", "lattice", "vlattice"))
+    freedom_dropout: float = option(0.8, "FREEDOM: share of the user-item edges pruned before "
+                                    "every epoch (degree-sensitive; 0 = none).",
+                                    check=in_range(0.0, 1.0))
+    freedom_image_weight: float = option(0.1, "FREEDOM: weight of the image modality's kNN graph "
+                                         "in the frozen item-item graph; the other modalities "
+                                         "share the rest.", check=in_range(0.0, 1.0))
+    freedom_modality_bpr: float = option(1e-4, "FREEDOM: weight of each modality's own BPR term, "
+                                         "which trains its projection (the paper's lambda; grid "
+                                         "0, 1e-5, 1e-4, 1e-3).", check=non_negative)
+    backbone: str = option("vlattice", "The backbone of --model=ibmrec, mrdib and ibmrec_mrdib.",
+                           choices=("vbpr", "vlightgcn", "lattice", "vlattice", "freedom"))
     fib: bool | None = option(None, "IBMRec: feature-level information bottleneck "
                               "(alpha * HSIC(Z, M)); default: wherever the backbone supports it "
                               "(vbpr, vlightgcn, vlattice).")
@@ -214,6 +223,25 @@ class ModelConfig(Config):
     hard_mask: bool = option(False, "IBMRec: straight-through hard 0/1 edge masks.")
     masker_hidden: int = option(8, "IBMRec: hidden units of the edge-masking MLP.",
                                 check=at_least(1))
+    mrdib_kl_weight: float = option(5e-3, "MRdIB: weight of the KL term of each modality's "
+                                    "stochastic projection to N(0, I) (compression).",
+                                    check=non_negative)
+    mrdib_unique_weight: float = option(5e-3, "MRdIB: weight of the per-modality BPR terms "
+                                        "(unique information).", check=non_negative)
+    mrdib_redundancy_weight: float = option(5e-2, "MRdIB: weight of the dependence between the "
+                                            "modalities' representations, minimized "
+                                            "(redundancy).", check=non_negative)
+    mrdib_redundancy_estimator: str = option(
+        "dv", "MRdIB: the dependence estimator: dv (a Donsker-Varadhan bound with a critic "
+        "trained by its own optimizer) or hsic (the RBF HSIC, width --sigma2_fib).",
+        choices=("dv", "hsic"))
+    mrdib_fusion_mlp: bool = option(False, "MRdIB: a small residual MLP fuses the modalities "
+                                    "before the backbone reads them (synergy).")
+    mrdib_synergy_weight: float = option(5e-3, "MRdIB: weight of the BPR term of the fused "
+                                         "modalities on backbones whose scores do not read them "
+                                         "(lattice, freedom).", check=non_negative)
+    mrdib_critic_hidden: int = option(64, "MRdIB: hidden units of the Donsker-Varadhan critic.",
+                                      check=at_least(1))
 
     @property
     def compute_dtype(self) -> str:

@@ -4,6 +4,9 @@
   with ``A = [[0, R], [R^T, 0]]`` (paper Eq. 4 and 6).
 * :func:`knn_graph`: per modality, each item's ``k`` most cosine-similar items (Eq. 8-9),
   computed in row chunks so memory stays ``O(items * k + chunk * items)``.
+* :func:`bipartite_edge_weights` and :func:`degree_sensitive_prune`: FREEDOM's user-item edge
+  pruning, which keeps a share of the edges drawn without replacement with probabilities
+  proportional to ``1 / sqrt(d_u d_i)``, and the normalized graph of the kept edges.
 """
 
 from __future__ import annotations
@@ -73,3 +76,30 @@ def knn_dense_reference(features: np.ndarray, k: int) -> np.ndarray:
     dense = np.zeros((features.shape[0], features.shape[0]), np.float32)
     np.put_along_axis(dense, neighbors, similarity, axis=1)
     return dense
+
+
+def bipartite_edge_weights(num_users: int, num_items: int, pairs: np.ndarray) -> np.ndarray:
+    """``1 / sqrt(d_u d_i)`` of every (user, item) pair, with degrees counted over ``pairs``."""
+    pairs = np.asarray(pairs, dtype=np.int64)
+    user_degree = np.bincount(pairs[:, 0], minlength=num_users).astype(np.float64)
+    item_degree = np.bincount(pairs[:, 1], minlength=num_items).astype(np.float64)
+    return 1.0 / np.sqrt(user_degree[pairs[:, 0]] * item_degree[pairs[:, 1]])
+
+
+def degree_sensitive_prune(num_users: int, num_items: int, pairs: np.ndarray, keep: int,
+                           rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``keep`` of ``pairs``, drawn without replacement with probabilities
+    proportional to ``1 / sqrt(d_u d_i)`` (FREEDOM's degree-sensitive edge pruning).
+
+    Successive draws without replacement are taken at once as the ``keep`` largest
+    ``log w + Gumbel`` keys (the Gumbel-top-k identity), in ``O(edges)``. Edges between
+    high-degree nodes, the likeliest to be noise, are the likeliest to be dropped. The
+    indices come back sorted.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64)
+    if not 0 < keep <= len(pairs):
+        raise ValueError(f"keep must be in [1, {len(pairs)}] (the number of edges), got {keep}")
+    keys = np.log(bipartite_edge_weights(num_users, num_items, pairs)) + rng.gumbel(size=len(pairs))
+    if keep == len(pairs):
+        return np.arange(len(pairs))
+    return np.sort(np.argpartition(-keys, keep - 1)[:keep])

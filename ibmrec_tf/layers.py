@@ -12,8 +12,13 @@ Two graph operands share one interface, ``graph.matmul(x, rows=None) -> (graph @
   graph) whose edge values are tensors and may carry gradients (learned modality weights, edge
   masks). It computes only the rows asked for (in training, the batch's items), so its
   ``[rows, width, dim]`` intermediate stays far below ``[edges, dim]``.
+* :class:`ResampledGraph`: a symmetric sparse matrix with a fixed number of entries whose
+  entries are replaced between steps (FREEDOM's pruned user-item graph, resampled each epoch).
 
-:class:`GraphPropagation` is the one propagation layer every graph model uses.
+:class:`GraphPropagation` is the one propagation layer every graph model uses. The MLP layers
+are :class:`ModalityProjection` (raw features to ``Z^k``), :class:`EdgeMasker` (IBMRec's edge
+keep probabilities), :class:`FusionMLP` and :class:`PairCritic` (MRdIB's fusion and
+Donsker-Varadhan critic).
 """
 
 from __future__ import annotations
@@ -277,6 +282,74 @@ def _transposed_rows_product(neighbors, values, upstream, num_columns):
     return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=upstream)
 
 
+class ResampledGraph:
+    """A symmetric sparse ``[n, n]`` matrix with ``nnz`` entries that :meth:`assign` replaces.
+
+    The entries live in two non-trainable weights of ``owner`` (a Keras layer or model, so that
+    checkpoints and ``tf.distribute`` strategies see them like any other variable); a
+    ``tf.function`` that multiplies with the graph reads the entries assigned last. Each
+    product converts the entries to CSR (``SparseTensorToCSRSparseMatrix``, a copy of the
+    entries) and multiplies with the CSR kernel, under the exact gradient of a symmetric
+    matrix (the product with itself); without the kernel it falls back to
+    ``tf.sparse.sparse_dense_matmul``.
+    """
+
+    def __init__(self, owner, name: str, n: int, nnz: int):
+        self.shape = (int(n), int(n))
+        self.nnz = int(nnz)
+        self.indices = owner.add_weight(shape=(self.nnz, 2), dtype="int64", trainable=False,
+                                        initializer="zeros", name=f"{name}_indices")
+        self.values = owner.add_weight(shape=(self.nnz,), trainable=False, initializer="zeros",
+                                       name=f"{name}_values")
+        # Attributes of the owner, so that tf.train.Checkpoint tracks them.
+        setattr(owner, f"{name}_indices", self.indices)
+        setattr(owner, f"{name}_values", self.values)
+
+    def assign(self, matrix: sp.spmatrix) -> None:
+        """Replaces the entries with those of ``matrix`` (symmetric, ``nnz`` entries)."""
+        coo = sp.coo_matrix(matrix)
+        if coo.shape != self.shape or coo.nnz != self.nnz:
+            raise ValueError(f"a ResampledGraph of shape {self.shape} with {self.nnz} entries "
+                             f"cannot take a {coo.shape} matrix with {coo.nnz}")
+        order = np.lexsort((coo.col, coo.row))
+        self.indices.assign(np.stack([coo.row[order], coo.col[order]], 1).astype(np.int64))
+        self.values.assign(coo.data[order].astype(np.float32))
+
+    def matmul(self, x, rows=None):
+        indices = tf.convert_to_tensor(self.indices)
+        values = tf.convert_to_tensor(self.values)
+        if csr_kernel_available():
+            matrix = tf.raw_ops.SparseTensorToCSRSparseMatrix(
+                indices=indices, values=values, dense_shape=tf.constant(self.shape, tf.int64))
+
+            def product(dense):
+                return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=dense)
+        else:
+            sparse = tf.sparse.SparseTensor(indices, values, self.shape)
+
+            def product(dense):
+                return tf.sparse.sparse_dense_matmul(sparse, dense)
+
+        @tf.custom_gradient
+        def spmm(dense):
+            return product(dense), product
+
+        out = spmm(x)
+        return out if rows is None else tf.gather(out, rows)
+
+    def to_dense(self) -> np.ndarray:
+        """The dense matrix (for tests on small graphs)."""
+        dense = np.zeros(self.shape, np.float32)
+        idx = self.indices.numpy()
+        np.add.at(dense, (idx[:, 0], idx[:, 1]), self.values.numpy())
+        return dense
+
+
+def inverse_softplus(y: float) -> float:
+    """``x`` with ``softplus(x) = y`` (``y > 0``)."""
+    return float(y + np.log(-np.expm1(-y)))
+
+
 def symmetric_normalize(values, neighbors):
     """``D^-1/2 S D^-1/2`` for a :class:`NeighborGraph`'s values, with ``D`` the row sums (Eq. 11).
 
@@ -377,6 +450,8 @@ class ModalityProjection(keras.layers.Layer):
         embedding.
       fast_gradient: compute the kernels' gradients with :func:`tall_matmul` (same values,
         faster for many rows); False uses TensorFlow's own matmul gradient.
+      output_bias: initial value of the output layer's bias (0; MRdIB's scale head starts it
+        negative so that ``softplus`` of the output starts small).
 
     Call: a list of ``[n, input_dims[k]]`` tensors -> a list of ``[n, output_dim]`` float32
     tensors.
@@ -384,9 +459,10 @@ class ModalityProjection(keras.layers.Layer):
 
     def __init__(self, *, input_dims, output_dim: int = 64, hidden_layers: int = 0,
                  activation: str = "leaky_relu", output_stddev: float | None = None,
-                 fast_gradient: bool = True, **kwargs):
+                 fast_gradient: bool = True, output_bias: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.fast_gradient = bool(fast_gradient)
+        self.output_bias = float(output_bias)
         self.input_dims = [int(d) for d in input_dims]
         self.output_dim = int(output_dim)
         self.hidden_layers = int(hidden_layers)
@@ -410,8 +486,9 @@ class ModalityProjection(keras.layers.Layer):
                     keras.initializers.RandomNormal(stddev=self.output_stddev)
                 setattr(self, f"{prefix}_kernel", self.add_weight(
                     shape=(fan_in, self.output_dim), initializer=init, name=f"{prefix}_kernel"))
+                bias_init = keras.initializers.Constant(self.output_bias) if out else "zeros"
                 setattr(self, f"{prefix}_bias", self.add_weight(
-                    shape=(self.output_dim,), initializer="zeros", name=f"{prefix}_bias"))
+                    shape=(self.output_dim,), initializer=bias_init, name=f"{prefix}_bias"))
                 names.append((f"{prefix}_kernel", f"{prefix}_bias"))
                 fan_in = self.output_dim
             self._weight_names.append(names)
@@ -456,7 +533,8 @@ class ModalityProjection(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "input_dims": self.input_dims, "output_dim": self.output_dim,
                 "hidden_layers": self.hidden_layers, "activation": self.activation,
-                "output_stddev": self.output_stddev, "fast_gradient": self.fast_gradient}
+                "output_stddev": self.output_stddev, "fast_gradient": self.fast_gradient,
+                "output_bias": self.output_bias}
 
 
 @keras.saving.register_keras_serializable(package="ibmrec_tf")
@@ -502,3 +580,85 @@ class EdgeMasker(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "hidden_units": self.hidden_units,
                 "keep_bias_init": self.keep_bias_init}
+
+
+@keras.saving.register_keras_serializable(package="ibmrec_tf")
+class FusionMLP(keras.layers.Layer):
+    """A residual nonlinear fusion of the modalities: ``x + W_2 act(W_1 x + b_1) + b_2``.
+
+    ``x = [Z^1, ..., Z^K]``. A linear fusion (a weighted sum or a linear map of ``x``) cannot
+    express an interaction of two modalities, such as a preference decided by the product of a
+    visual and an acoustic attribute; the hidden layer can. ``W_2`` and ``b_2`` start at zero,
+    so the layer starts as the identity (the backbone's linear fusion).
+
+    Call: ``[n, units]`` -> ``[n, units]``.
+    """
+
+    def __init__(self, *, units: int, hidden_units: int = 64, activation: str = "leaky_relu",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.hidden_units = int(hidden_units)
+        self.activation = activation
+        self._activation_fn = keras.activations.get(activation)
+
+    def build(self, input_shape=None):
+        self.w_hidden = self.add_weight(shape=(self.units, self.hidden_units), name="w_hidden",
+                                        initializer="glorot_uniform")
+        self.b_hidden = self.add_weight(shape=(self.hidden_units,), name="b_hidden",
+                                        initializer="zeros")
+        self.w_out = self.add_weight(shape=(self.hidden_units, self.units), name="w_out",
+                                     initializer="zeros")
+        self.b_out = self.add_weight(shape=(self.units,), name="b_out", initializer="zeros")
+        self.built = True
+
+    def call(self, x):
+        hidden = self._activation_fn(tf.matmul(x, self.w_hidden) + self.b_hidden)
+        return x + tf.matmul(hidden, self.w_out) + self.b_out
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "hidden_units": self.hidden_units,
+                "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package="ibmrec_tf")
+class PairCritic(keras.layers.Layer):
+    """A critic ``T(x, y) = w_2^T relu(x W_x + y W_y + b_1) + b_2`` of paired rows.
+
+    MRdIB's Donsker-Varadhan estimator of the dependence between two modalities'
+    representations (:func:`ibmrec_tf.losses.donsker_varadhan`) scores the batch's pairs and
+    pairs with ``y`` shuffled; ``x W_x`` and ``y W_y`` are computed once per row and added for
+    every pairing.
+
+    Call: ``(x [n, d_x], y [n, d_y], permutation=None)`` -> ``[n]`` scores of the pairs
+    ``(x_i, y_i)``, or of ``(x_i, y_perm[i])``.
+    """
+
+    def __init__(self, *, hidden_units: int = 64, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_units = int(hidden_units)
+
+    def build(self, input_shape):
+        (dx,), (dy,) = [tuple(s)[-1:] for s in input_shape]
+        h = self.hidden_units
+        self.w_x = self.add_weight(shape=(int(dx), h), name="w_x", initializer="glorot_uniform")
+        self.w_y = self.add_weight(shape=(int(dy), h), name="w_y", initializer="glorot_uniform")
+        self.b_hidden = self.add_weight(shape=(h,), name="b_hidden", initializer="zeros")
+        self.w_out = self.add_weight(shape=(h,), name="w_out", initializer="glorot_uniform")
+        self.b_out = self.add_weight(shape=(), name="b_out", initializer="zeros")
+        self.built = True
+
+    def pair_scores(self, x, y, permutations):
+        """Scores of the pairs ``(x_i, y_i)`` and of ``(x_i, y[p[i]])`` for each permutation
+        ``p`` in ``permutations``: ``[1 + len(permutations), n]``."""
+        hx = tf.matmul(x, self.w_x) + self.b_hidden
+        hy = tf.matmul(y, self.w_y)
+        pairs = [hx + hy] + [hx + tf.gather(hy, p) for p in permutations]
+        hidden = tf.nn.relu(tf.stack(pairs))
+        return tf.tensordot(hidden, self.w_out, axes=1) + self.b_out
+
+    def call(self, x, y, permutation=None):
+        return self.pair_scores(x, y, [] if permutation is None else [permutation])[-1]
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": self.hidden_units}

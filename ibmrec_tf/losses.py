@@ -5,6 +5,10 @@
 * :func:`hsic_rbf`: the biased HSIC estimator ``(n-1)^-2 tr(K_X H K_Y H)`` with RBF kernels
   (Eq. 2-3), the feature- and graph-level bottleneck terms (Eq. 22, 28).
 * :func:`info_nce`: in-batch InfoNCE with cosine similarity and temperature (Eq. 20, 31).
+* :func:`kl_standard_normal`: ``KL(N(mu, diag sigma^2) || N(0, I))`` per row (MRdIB's
+  compression term).
+* :func:`donsker_varadhan`: the Donsker-Varadhan lower bound of mutual information from a
+  critic's scores (MRdIB's redundancy estimator).
 """
 
 from __future__ import annotations
@@ -86,3 +90,26 @@ def info_nce(anchors, candidates, temperature, labels=None):
     if labels is None:
         labels = tf.range(tf.shape(logits)[0])
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def kl_standard_normal(mean, scale):
+    """``KL(N(mean, diag(scale^2)) || N(0, I))`` of each row: ``[n]``.
+
+    ``0.5 * sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2)``, summed over the dimensions.
+    """
+    variance = tf.square(scale)
+    return 0.5 * tf.reduce_sum(tf.square(mean) + variance - 1.0
+                               - tf.math.log(tf.maximum(variance, 1e-30)), axis=1)
+
+
+def donsker_varadhan(joint_scores, marginal_scores):
+    """``E_joint[T] - log E_marginal[exp T]``, a lower bound of ``I(X; Y)`` in nats.
+
+    ``joint_scores``: a critic's ``T(x_i, y_i)`` on paired samples; ``marginal_scores``: its
+    scores on pairs from the product of the marginals (``y`` shuffled), any shape. The bound is
+    tight at ``T = log p(x, y) / (p(x) p(y)) + c``; its gradient in the critic is biased by the
+    mini-batch estimate of the log-mean-exp (as MINE's is without its moving average).
+    """
+    marginal = tf.reshape(marginal_scores, [-1])
+    count = tf.cast(tf.size(marginal), marginal.dtype)
+    return tf.reduce_mean(joint_scores) - (tf.reduce_logsumexp(marginal) - tf.math.log(count))

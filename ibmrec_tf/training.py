@@ -307,6 +307,7 @@ class Trainer:
         show_bar = bool(cfg.verbose) and sys.stdout.isatty()
         bar = keras.utils.Progbar(steps, verbose=1 if show_bar else 0, unit_name="step")
         step0 = (epoch - 1) * steps
+        self.model.on_epoch_start(epoch, cfg.seed)
         if self._term_sums is not None:
             self._term_sums.assign(tf.zeros_like(self._term_sums))
             self._first_bad.assign([-1, -1])

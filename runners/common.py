@@ -41,7 +41,8 @@ from ibmrec_tf import config as config_lib  # noqa: E402  (no TensorFlow import)
 
 FLAGS = flags.FLAGS
 
-MODEL_NAMES = ["bprmf", "lightgcn", "vbpr", "vlightgcn", "lattice", "vlattice", "ibmrec"]
+MODEL_NAMES = ["bprmf", "lightgcn", "vbpr", "vlightgcn", "lattice", "vlattice", "freedom",
+               "ibmrec", "mrdib", "ibmrec_mrdib"]
 
 #: Every flag defined here, in order: the flags a run records in ``flags.cfg`` (and compares
 #: on ``--resume``), less ``INVOCATION_FLAGS``.
@@ -159,10 +160,10 @@ def check_flags() -> None:
     _check(f.cpu_replicas >= 0, f"--cpu_replicas must be >= 0, got {f.cpu_replicas}")
     _check(f.cpu_replicas == 0 or f.distribution_strategy != "off",
            "--cpu_replicas needs --distribution_strategy=mirrored or multi_worker_mirrored")
-    if f.model != "ibmrec":
+    if f.model not in ("ibmrec", "ibmrec_mrdib"):
         for name in ("fib", "gib", "second_stage"):
-            _check(f[name].value is None, f"--{name} applies to --model=ibmrec only "
-                   f"(got --model={f.model})")
+            _check(f[name].value is None, f"--{name} applies to --model=ibmrec and ibmrec_mrdib "
+                   f"only (got --model={f.model})")
     data_config(), model_config(), train_config()
 
 

@@ -88,7 +88,10 @@ def test_step_terms_are_accumulated_on_device_and_first_bad_step_named(small, tm
 ALL_MODELS = [("bprmf", {}), ("lightgcn", {}), ("vbpr", {}), ("vlightgcn", {}), ("lattice", {}),
               ("vlattice", {}), ("vlattice", {"projection_layers": 1})] + [
     ("ibmrec", {"backbone": b}) for b in ("vbpr", "vlightgcn", "lattice", "vlattice")] + [
-    ("ibmrec", {"backbone": "vlattice", "projection_layers": 1})]
+    ("ibmrec", {"backbone": "vlattice", "projection_layers": 1})] + [
+    ("freedom", {}), ("ibmrec", {"backbone": "freedom"}),
+    ("mrdib", {"backbone": "vbpr"}), ("mrdib", {"backbone": "lattice", "mrdib_fusion_mlp": True}),
+    ("ibmrec_mrdib", {"backbone": "vlattice", "mrdib_fusion_mlp": True})]
 
 
 @pytest.mark.parametrize("name, extra", ALL_MODELS, ids=lambda x: str(x))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from ibmrec_tf.data import Dataset, DataError
 from ibmrec_tf.models.base import ModelConfig, Recommender
 from ibmrec_tf.models.cf import BPRMF, LightGCN
-from ibmrec_tf.models.ibmrec import IBMRec
+from ibmrec_tf.models.denoised import IBMRec, IBMRecMRdIB, MRdIB, DenoisedRecommender
+from ibmrec_tf.models.freedom import FREEDOM
 from ibmrec_tf.models.multimodal import LATTICE, VBPR, VLATTICE, VLightGCN, MultimodalRecommender
 
 MODELS = {
@@ -15,7 +16,10 @@ MODELS = {
     "vlightgcn": VLightGCN,
     "lattice": LATTICE,
     "vlattice": VLATTICE,
+    "freedom": FREEDOM,
     "ibmrec": IBMRec,
+    "mrdib": MRdIB,
+    "ibmrec_mrdib": IBMRecMRdIB,
 }
 
 
@@ -31,4 +35,5 @@ def build_model(name: str, dataset: Dataset, config: ModelConfig) -> Recommender
 
 
 __all__ = ["MODELS", "build_model", "ModelConfig", "Recommender", "BPRMF", "LightGCN", "VBPR",
-           "VLightGCN", "LATTICE", "VLATTICE", "IBMRec", "MultimodalRecommender"]
+           "VLightGCN", "LATTICE", "VLATTICE", "FREEDOM", "IBMRec", "MRdIB", "IBMRecMRdIB",
+           "DenoisedRecommender", "MultimodalRecommender"]

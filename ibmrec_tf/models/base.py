@@ -67,6 +67,11 @@ class Recommender(keras.Model):
         return out["users"], out["items"]
 
     # -- training -----------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int, seed: int) -> None:
+        """Called by the trainer before every epoch (1-based) with the run's seed; models that
+        change a structure between epochs (FREEDOM's pruned graph) draw it here, as a function
+        of ``(seed, epoch)`` so that a resumed run draws the same."""
+
     def batch_items(self, batch):
         """The batch's distinct items and, for positives and negatives, their row among them."""
         both = tf.concat([batch["pos"], batch["neg"]], axis=0)
@@ -136,7 +141,12 @@ class Recommender(keras.Model):
         ``scale_loss(1)``, the same as differentiating ``scale_loss(loss)`` (1 without loss
         scaling; a loss-scale optimizer unscales before it applies)."""
         scale = optimizer.scale_loss(tf.ones_like(loss))
-        grads = tape.gradient(loss, variables, output_gradients=scale)
+        if not tape._watch_accessed_variables:  # noqa: SLF001  (a tape that watched by hand)
+            # It watched the Keras variables' underlying tf.Variables; ask for those.
+            sources = [getattr(v, "value", v) for v in variables]
+        else:
+            sources = variables
+        grads = tape.gradient(loss, sources, output_gradients=scale)
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
 
     @property

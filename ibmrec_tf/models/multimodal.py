@@ -23,6 +23,14 @@ user-item propagation of the raw features is computed once (:meth:`propagated_fe
 The kNN graphs are built once from the raw features (Algorithm 1, line 1). An optional edge
 masker (the graph-level IB, :mod:`ibmrec_tf.models.ibmrec`) rescales every edge of ``S``
 before the normalization.
+
+Two options serve the MRdIB plug-in (:mod:`ibmrec_tf.models.mrdib`): ``stochastic=True`` makes
+each modality's projection a Gaussian, ``Z^k ~ N(mu_k(M^k), diag(softplus(s_k(M^k)))^2)``,
+sampled with the reparameterization in training and its mean at evaluation and export; and
+``fusion_mlp=True`` passes the items' content ``[Z^1, ..., Z^K]`` through a small residual MLP
+before the backbone reads it, ``Z + MLP(Z)``, so that the scores can use an interaction of two
+modalities. FREEDOM (:mod:`ibmrec_tf.models.freedom`) is a member of the family with a frozen
+item-item graph and a pruned user-item graph.
 """
 
 from __future__ import annotations
@@ -33,8 +41,9 @@ import tensorflow as tf
 
 from ibmrec_tf import graph as graph_lib
 from ibmrec_tf.data import Dataset
-from ibmrec_tf.layers import (CSRGraph, GraphPropagation, ModalityProjection, NeighborGraph,
-                              NeighborTable, PerDevice, symmetric_normalize)
+from ibmrec_tf.layers import (CSRGraph, FusionMLP, GraphPropagation, ModalityProjection,
+                              NeighborGraph, NeighborTable, PerDevice, inverse_softplus,
+                              symmetric_normalize)
 from ibmrec_tf.models.base import ModelConfig, Recommender, node_rows, rows_of
 
 
@@ -45,9 +54,18 @@ class MultimodalRecommender(Recommender):
     content = True
     user_item_graph = True
     item_item_graph = True
+    #: whether the modalities' kNN graphs are fused with learned softmax weights (Eq. 10)
+    learned_fusion = True
+    #: whether the item-item term is added row-normalized, ``Y + Y'/||Y'||`` (Eq. 12)
+    normalize_item_term = True
+
+    @classmethod
+    def projects_modalities(cls) -> bool:
+        """Whether the backbone itself has modality projections ``Z^k = MLP(M^k)``."""
+        return cls.content
 
     def __init__(self, dataset: Dataset, config: ModelConfig, *, need_projection: bool = False,
-                 **kwargs):
+                 stochastic: bool = False, fusion_mlp: bool = False, **kwargs):
         super().__init__(dataset.num_users, dataset.num_items, config, **kwargs)
         self.modalities = tuple(dataset.features)
         num_modalities = len(self.modalities)
@@ -73,13 +91,31 @@ class MultimodalRecommender(Recommender):
         self.user_embedding = self._embedding(self.num_users, "P")
         self.item_embedding = self._embedding(self.num_items, "Q")
         self.projection = None
-        if self.content or need_projection:
+        self.stochastic = bool(stochastic)
+        if self.projects_modalities() or need_projection or stochastic:
             self.projection = ModalityProjection(
                 input_dims=[f.shape[1] for f in raw_features], output_dim=d,
                 hidden_layers=config.projection_layers, activation=config.projection_activation,
                 output_stddev=config.init_stddev, fast_gradient=not config.straightforward,
                 dtype=config.precision, name="projection")
             self.projection.build()
+        self.projection_scale = None
+        #: a callable giving the ``[2]`` int32 seed of this step's projection noise (set by the
+        #: model that trains the backbone; see :meth:`project`)
+        self.noise_seed_fn = None
+        if self.stochastic:
+            # softplus(M W + b) with W ~ N(0, s^2) and b = softplus^-1(s / 10): every scale
+            # starts near a tenth of the ID embeddings' initial std (small noise).
+            self.projection_scale = ModalityProjection(
+                input_dims=[f.shape[1] for f in raw_features], output_dim=d, hidden_layers=0,
+                output_stddev=config.init_stddev, fast_gradient=not config.straightforward,
+                output_bias=inverse_softplus(config.init_stddev / 10.0),
+                dtype=config.precision, name="projection_scale")
+            self.projection_scale.build()
+        self.fusion = None
+        if fusion_mlp and self.content:
+            self.fusion = FusionMLP(units=self.content_dim, name="fusion_mlp")
+            self.fusion.build((None, self.content_dim))
         if self.content:
             self.user_content = self._embedding(self.num_users, "C", dim=self.content_dim)
         if self.user_item_graph:
@@ -101,8 +137,9 @@ class MultimodalRecommender(Recommender):
             # masker), whose gradient is then a fixed sparse product; the straightforward
             # formulation keeps TensorFlow's own gather gradient.
             self._knn_table = None if config.straightforward else NeighborTable(table, self.num_items)
-            self.modality_logits = self.add_weight(shape=(num_modalities,), name="modality_logits",
-                                                   initializer="zeros")
+            if self.learned_fusion:
+                self.modality_logits = self.add_weight(shape=(num_modalities,),
+                                                       name="modality_logits", initializer="zeros")
             self.ii_propagation = GraphPropagation(num_layers=config.item_layers, combine="last",
                                                    name="item_item_propagation")
 
@@ -137,8 +174,42 @@ class MultimodalRecommender(Recommender):
     def modality_weights(self):
         return tf.nn.softmax(self.modality_logits)
 
-    def content_features(self):
-        """``[Z^1, ..., Z^K]``, each ``[num_items, d]``: every item's projected modalities.
+    def project(self, features, rows=None, training=False) -> list:
+        """``[Z^1, ..., Z^K]`` of the items ``rows`` (all items when None) from their ``features``.
+
+        The projection's output, or with ``stochastic=True`` in training a reparameterized
+        sample ``mu + sigma * eps``; ``eps`` is drawn for every item from the step's seed
+        (:attr:`noise_seed_fn`) and gathered at ``rows``, so an item gets the same noise
+        wherever the step projects it.
+        """
+        means = self.projection(features)
+        if not (self.stochastic and training):
+            return means
+        scales = [tf.nn.softplus(s) for s in self.projection_scale(features)]
+        seed = self.noise_seed_fn()
+        samples = []
+        for k, (mean, scale) in enumerate(zip(means, scales)):
+            eps = tf.random.stateless_normal([self.num_items, mean.shape[1]], seed=seed + k)
+            samples.append(mean + scale * (eps if rows is None else tf.gather(eps, rows)))
+        return samples
+
+    def projection_stats(self, items) -> tuple[list, list]:
+        """``(means, scales)`` of each modality's projection of ``items`` (``stochastic=True``)."""
+        features = [tf.gather(m, items) for m in self.raw_features]
+        return (self.projection(features),
+                [tf.nn.softplus(s) for s in self.projection_scale(features)])
+
+    def fused_content(self, z_list) -> list:
+        """The items' content as the backbone reads it: ``Z`` or, with the fusion MLP,
+        ``Z + MLP(Z)`` split back into modalities."""
+        if self.fusion is None:
+            return list(z_list)
+        fused = self.fusion(tf.concat(list(z_list), axis=1))
+        return tf.split(fused, len(z_list), axis=1)
+
+    def content_features(self, training=False):
+        """``[Z^1, ..., Z^K]``, each ``[num_items, d]``: every item's projected modalities
+        (before the fusion MLP; samples in training with ``stochastic=True``).
 
         Under a ``tf.distribute`` strategy with R replicas each replica projects its own
         ``ceil(N / R)`` items and the shares are all-gathered (the gather's gradient returns
@@ -149,13 +220,15 @@ class MultimodalRecommender(Recommender):
         context = tf.distribute.get_replica_context()
         replicas = 1 if context is None else context.num_replicas_in_sync
         if replicas == 1 or self.config.straightforward:
-            return self.projection(self.projection_inputs)
+            return self.project(self.projection_inputs, training=training)
         replica = tf.get_static_value(context.replica_id_in_sync_group)
         if replica is not None:  # each replica's rows, cut once (not copied every step)
-            mine = self.projection(self._feature_shard(replicas, int(replica)))
+            rows = self._shard_rows(int(replica), replicas)
+            mine = self.project(self._feature_shard(replicas, int(replica)), rows, training)
         else:
             rows = self._shard_rows(context.replica_id_in_sync_group, replicas)
-            mine = self.projection([tf.gather(m, rows) for m in self.projection_inputs])
+            mine = self.project([tf.gather(m, rows) for m in self.projection_inputs], rows,
+                                training)
         return [context.all_gather(z, axis=0)[:self.num_items] for z in mine]
 
     def _shard_rows(self, replica, replicas: int):
@@ -173,7 +246,8 @@ class MultimodalRecommender(Recommender):
                 copy_on_default=True) for r in range(replicas)]
         return self._shards[replica].get()
 
-    def propagates_raw_features(self, users=None, items=None, z_all=None) -> bool:
+    def propagates_raw_features(self, users=None, items=None, z_all=None,
+                                training=False) -> bool:
         """Whether a forward pass for these rows propagates raw features instead of ``Z``.
 
         The user-item propagation ``G`` is linear and so is an affine projection, so the
@@ -181,11 +255,13 @@ class MultimodalRecommender(Recommender):
         (G [0; 1]) b``: with ``G [0; M]`` computed once, a training step projects only its
         batch's rows instead of every item. That holds for VLightGCN (and IBMRec on it); the
         item-item graph reads every item's ``Z`` (and its edge weights change each step), and a
-        hidden projection layer is not linear, so those project every item.
+        hidden projection layer is not linear, so those project every item. Nor does it hold for
+        sampled projections (each item's noise would have to be propagated) or a fusion MLP.
         """
         return (self.content and self.user_item_graph and not self.item_item_graph
                 and users is not None and items is not None and z_all is None
-                and self.projection.is_affine and not self.config.straightforward)
+                and self.projection.is_affine and not self.config.straightforward
+                and not (self.stochastic and training) and self.fusion is None)
 
     def propagated_features(self, chunk_columns: int = 512):
         """``([G [0; M^1], ..., G [0; M^K]], G [0; 1])``: raw features through the user-item graph.
@@ -212,53 +288,75 @@ class MultimodalRecommender(Recommender):
         weights = self.modality_weights()
         return tf.concat([weights[m] * s for m, s in enumerate(self.knn_similarity)], axis=1)
 
+    def normalize_item_graph(self, values):
+        """``D^-1/2 S D^-1/2`` (Eq. 11) of the fused (and possibly masked) edge values."""
+        return symmetric_normalize(values, self.knn_table)
+
     def item_item_graph_for(self, edge_scale=None) -> NeighborGraph:
         """The normalized item-item graph; ``edge_scale`` ``[N, K*k]`` multiplies each edge first."""
         values = self.fused_similarity()
         if edge_scale is not None:
             values = values * edge_scale
-        return NeighborGraph(self.knn_neighbors, symmetric_normalize(values, self.knn_table),
+        return NeighborGraph(self.knn_neighbors, self.normalize_item_graph(values),
                              fast_gradient=not self.config.straightforward)
 
+    def user_item_graph_for(self, training=False):
+        """The user-item graph a forward pass propagates over (the same in training here)."""
+        return self.ui_graph
+
     # -- the forward pass ---------------------------------------------------------------------------
-    def ego(self, z_all=None):
+    def ego(self, z_all=None, training=False):
         """Layer-0 users ``[P, C]`` and items ``[Q, Z]`` (or ``P`` and ``Q`` without content)."""
         if not self.content:
             return tf.convert_to_tensor(self.user_embedding), tf.convert_to_tensor(self.item_embedding)
         if z_all is None:
-            z_all = self.content_features()
+            z_all = self.content_features(training)
         users = tf.concat([self.user_embedding, self.user_content], axis=1)
-        items = tf.concat([self.item_embedding] + list(z_all), axis=1)
+        items = tf.concat([self.item_embedding] + self.fused_content(z_all), axis=1)
         return users, items
 
-    def batch_ego(self, users, items):
+    def batch_content(self, items, training=False) -> list:
+        """``[Z^1, ..., Z^K]`` of ``items`` only (before the fusion MLP)."""
+        return self.project([tf.gather(m, items) for m in self.raw_features], items, training)
+
+    def batch_ego(self, users, items, training=False, z_rows=None):
         """Layer-0 ``[p_a, c_a]`` of ``users`` and ``[q_i, z_i]`` of ``items``, projecting only them."""
-        z_rows = self.projection([tf.gather(m, items) for m in self.raw_features])
+        if z_rows is None:
+            z_rows = self.batch_content(items, training)
         user_ego = tf.concat([rows_of(self.user_embedding, users),
                               rows_of(self.user_content, users)], axis=1)
-        return user_ego, tf.concat([tf.gather(self.item_embedding, items)] + z_rows, axis=1)
+        return user_ego, tf.concat([tf.gather(self.item_embedding, items)]
+                                   + self.fused_content(z_rows), axis=1)
 
     def forward(self, users=None, items=None, training=False, *, z_all=None, edge_scale=None):
         """Final representations of ``users`` and ``items`` (see :meth:`Recommender.forward`).
 
         ``edge_scale`` ``[num_items, K * knn_k]`` multiplies the item-item edges (the GIB mask).
         Besides the base class's entries, the output holds ``'item_base'`` (the items before the
-        item-item term) and ``'item_ego_all'``, for :meth:`on_item_graph`.
+        item-item term) and ``'item_ego_all'``, for :meth:`on_item_graph`, and, where the
+        backbone has a projection and ``items`` are given, ``'z_items'``: each modality's
+        ``Z^k`` of those items before the fusion MLP (samples in a stochastic training pass).
         """
         if (self.content and z_all is None and items is not None and not self.user_item_graph
                 and not self.item_item_graph and not self.config.straightforward):
             # No graph (VBPR): only the batch's items need their features projected.
-            user_ego, item_ego = self.batch_ego(users, items)
+            z_rows = self.batch_content(items, training)
+            user_ego, item_ego = self.batch_ego(users, items, training, z_rows)
             return {"user_ego": user_ego, "item_ego": item_ego, "users": user_ego,
-                    "item_base": item_ego, "items": item_ego}
-        if self.propagates_raw_features(users, items, z_all):
+                    "item_base": item_ego, "items": item_ego, "z_items": z_rows}
+        if self.propagates_raw_features(users, items, z_all, training):
             return self._forward_propagated_features(users, items)
-        user_ego, item_ego = self.ego(z_all)
+        if self.content and z_all is None:
+            z_all = self.content_features(training)
+        user_ego, item_ego = self.ego(z_all, training)
         out = {"user_ego": rows_of(user_ego, users), "item_ego": rows_of(item_ego, items),
                "item_ego_all": item_ego}
+        if self.projection is not None and items is not None:
+            out["z_items"] = ([tf.gather(z, items) for z in z_all] if z_all is not None
+                              else self.batch_content(items, training))
         if self.user_item_graph:
             ego = tf.concat([user_ego, item_ego], axis=0)
-            final = self.ui_propagation(ego, graph=self.ui_graph)
+            final = self.ui_propagation(ego, graph=self.user_item_graph_for(training))
             user_rows, item_rows = node_rows(self.num_users, self.num_items, users, items)
             out["users"] = tf.gather(final, user_rows)
             out["item_base"] = tf.gather(final, item_rows)
@@ -289,10 +387,11 @@ class MultimodalRecommender(Recommender):
                              for k, f in enumerate(features)], axis=1)
         final_rows = tf.gather(final, rows) + tf.pad(content, [[0, 0], [d, 0]])
         num_users = tf.shape(users)[0]
-        user_ego_rows, item_ego_rows = self.batch_ego(users, items)
+        z_rows = self.batch_content(items)
+        user_ego_rows, item_ego_rows = self.batch_ego(users, items, z_rows=z_rows)
         return {"user_ego": user_ego_rows, "item_ego": item_ego_rows,
                 "users": final_rows[:num_users], "item_base": final_rows[num_users:],
-                "items": final_rows[num_users:]}
+                "items": final_rows[num_users:], "z_items": z_rows}
 
     def on_item_graph(self, out, items=None, edge_scale=None, *, first=None):
         """``Y + Y'/||Y'||`` (Eq. 11-12) for ``items`` on the graph scaled by ``edge_scale``.
@@ -304,7 +403,27 @@ class MultimodalRecommender(Recommender):
             items, base = items[:first], base[:first]
         h = self.ii_propagation(out["item_ego_all"], graph=self.item_item_graph_for(edge_scale),
                                 rows=items)
+        if not self.normalize_item_term:
+            return base + h
         return base + tf.math.l2_normalize(h, axis=1, epsilon=1e-12)
+
+    def backbone_terms(self, share, out, pos_rows, neg_rows) -> dict:
+        """The backbone's own terms besides BPR and L2: a dict whose ``'loss'`` is added to the
+        loss and whose other entries are reported (none here; FREEDOM has some)."""
+        return {}
+
+    def add_backbone_terms(self, terms: dict, share, out, pos_rows, neg_rows) -> dict:
+        extra = self.backbone_terms(share, out, pos_rows, neg_rows)
+        if extra:
+            terms["loss"] = terms["loss"] + extra.pop("loss")
+            terms.update(extra)
+        return terms
+
+    def compute_losses(self, batch, training=True) -> dict:
+        share, users, items, pos_rows, neg_rows = self.replica_batch(batch)
+        out = self.forward(users=users, items=items, training=training)
+        return self.add_backbone_terms(self._bpr_terms(share, out, pos_rows, neg_rows), share,
+                                       out, pos_rows, neg_rows)
 
 
 class VBPR(MultimodalRecommender):

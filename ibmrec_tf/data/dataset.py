@@ -1,0 +1,113 @@
+"""The in-memory dataset, its validation, and the one error type of data problems."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Mapping, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+
+logger = logging.getLogger("ibmrec_tf")
+
+SPLITS = ("train", "valid", "test")
+STANDIN_MARKER = "STAND_IN_FEATURES"
+FEATURE_SUFFIX = "_feat.npy"
+
+
+class DataError(ValueError):
+    """Bad or missing input data; the message is one line naming the file and the problem."""
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Interactions and item features of one dataset, all in memory.
+
+    Attributes:
+      name: the dataset's name.
+      num_users: number of users; user ids are ``0 .. num_users - 1``.
+      num_items: number of items; item ids are ``0 .. num_items - 1``.
+      train, valid, test: int64 arrays of shape ``[n, 2]`` holding ``(user, item)`` pairs.
+      features: modality name -> float32 array ``[num_items, dim]``, in a fixed order.
+      source: where the data came from (a folder, or ``synthetic(...)``).
+      notes: warnings every run that reads this dataset must repeat (e.g. stand-in features).
+    """
+
+    name: str
+    num_users: int
+    num_items: int
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    features: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    source: str = ""
+    notes: tuple[str, ...] = ()
+
+    def split(self, name: str) -> np.ndarray:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        return getattr(self, name)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.features)
+
+    def interaction_matrix(self, split: str = "train") -> sp.csr_matrix:
+        """The binary ``[num_users, num_items]`` matrix of one split, rows sorted."""
+        pairs = self.split(split)
+        matrix = sp.csr_matrix(
+            (np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
+            shape=(self.num_users, self.num_items))
+        matrix.sort_indices()
+        return matrix
+
+    def summary(self) -> str:
+        feats = ", ".join(f"{m} {f.shape[1]}-d" for m, f in self.features.items()) or "none"
+        return (f"{self.name}: {self.num_users} users, {self.num_items} items, "
+                f"train/valid/test {len(self.train)}/{len(self.valid)}/{len(self.test)}, "
+                f"features: {feats}")
+
+
+def assemble(name: str, splits: Mapping[str, np.ndarray], features: dict[str, np.ndarray], *,
+              source: str, where: str, notes: Sequence[str] = ()) -> Dataset:
+    """Validates splits and features against each other and builds the Dataset."""
+    clean = {}
+    for split in SPLITS:
+        pairs = np.asarray(splits[split], dtype=np.int64).reshape(-1, 2)
+        unique = np.unique(pairs, axis=0) if len(pairs) else pairs
+        if len(unique) < len(pairs):
+            logger.warning("%s: dropped %d duplicate %s interaction(s)", where,
+                           len(pairs) - len(unique), split)
+            # keep the first occurrence of each pair, in file order
+            _, first = np.unique(pairs, axis=0, return_index=True)
+            pairs = pairs[np.sort(first)]
+        clean[split] = pairs
+    if len(clean["train"]) == 0:
+        raise DataError(f"{where}: the training split is empty")
+    all_pairs = np.concatenate([clean[s] for s in SPLITS])
+    num_users = int(all_pairs[:, 0].max()) + 1
+    max_item = int(all_pairs[:, 1].max())
+    if features:
+        rows = {m: f.shape[0] for m, f in features.items()}
+        if len(set(rows.values())) > 1:
+            raise DataError(f"{source}: feature files disagree on the number of items: {rows}")
+        num_items = next(iter(rows.values()))
+        if max_item >= num_items:
+            modality = next(iter(rows))
+            raise DataError(f"{where}: item id {max_item} is out of range: "
+                            f"{modality}{FEATURE_SUFFIX} has {num_items} rows (one per item)")
+    else:
+        num_items = max_item + 1
+    # A (user, item) pair may belong to one split only.
+    keys = {s: clean[s][:, 0] * num_items + clean[s][:, 1] for s in SPLITS}
+    for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+        both = np.intersect1d(keys[a], keys[b])
+        if len(both):
+            user, item = divmod(int(both[0]), num_items)
+            raise DataError(f"{where}: pair (user {user}, item {item}) is in both {a} and {b} "
+                            f"({len(both)} such pairs)")
+    return Dataset(name=name, num_users=num_users, num_items=num_items, train=clean["train"],
+                   valid=clean["valid"], test=clean["test"], features=features, source=source,
+                   notes=tuple(notes))

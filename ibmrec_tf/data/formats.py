@@ -1,0 +1,232 @@
+"""The on-disk formats: reading a dataset folder, with one-line errors naming the file and row.
+
+A dataset folder ``<data_dir>/<name>/`` holds the interactions in one of two formats and,
+optionally, one ``<modality>_feat.npy`` per item modality:
+
+* ``<name>.inter``: a tab-separated file whose header names at least ``userID``, ``itemID``
+  and ``x_label`` (0 = train, 1 = valid, 2 = test). Extra columns (rating, timestamp) are
+  ignored.
+* ``5-core/{train,val,test}.json``: a JSON mapping of user id (a string) to a list of item ids.
+
+When both are present the ``.inter`` file is read (``fmt='auto'``). Ids are 0-based and
+contiguous. Every problem found is raised as :class:`DataError` with one line naming the file,
+the line or row, and what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from typing import Sequence
+
+import numpy as np
+
+from ibmrec_tf.data.dataset import (FEATURE_SUFFIX, SPLITS, STANDIN_MARKER, DataError, Dataset,
+                                    assemble)
+
+_JSON_FILES = {"train": "train.json", "valid": "val.json", "test": "test.json"}
+
+
+def load_dataset(data_dir: str, name: str, *, modalities: Sequence[str] | None = None,
+                 fmt: str = "auto") -> Dataset:
+    """Loads and validates ``<data_dir>/<name>/``.
+
+    Args:
+      data_dir: the folder holding one sub-folder per dataset.
+      name: the dataset's folder name.
+      modalities: which ``<modality>_feat.npy`` files to read; ``None`` reads every one present,
+        an empty sequence reads none.
+      fmt: ``'inter'``, ``'json'`` or ``'auto'`` (``.inter`` if present, else the JSON files).
+
+    Raises:
+      DataError: for anything missing or malformed, with a one-line message.
+    """
+    folder = os.path.join(data_dir, name)
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: dataset folder not found (check --data_dir and --dataset)")
+    inter_path = os.path.join(folder, f"{name}.inter")
+    json_dir = os.path.join(folder, "5-core")
+    if fmt not in ("auto", "inter", "json"):
+        raise ValueError(f"fmt must be 'auto', 'inter' or 'json', got {fmt!r}")
+    if fmt == "auto":
+        if os.path.isfile(inter_path):
+            fmt = "inter"
+        elif os.path.isdir(json_dir):
+            fmt = "json"
+        else:
+            raise DataError(f"{folder}: no interactions found: expected {name}.inter or "
+                            f"5-core/{{train,val,test}}.json")
+    if fmt == "inter":
+        if not os.path.isfile(inter_path):
+            raise DataError(f"{inter_path}: file not found")
+        splits = read_inter(inter_path)
+        source_files = [inter_path]
+    else:
+        splits = {}
+        source_files = []
+        for split, fname in _JSON_FILES.items():
+            path = os.path.join(json_dir, fname)
+            if not os.path.isfile(path):
+                raise DataError(f"{path}: file not found")
+            splits[split] = read_split_json(path)
+            source_files.append(path)
+
+    features = read_features(folder, modalities)
+    notes = []
+    if os.path.exists(os.path.join(folder, STANDIN_MARKER)):
+        with open(os.path.join(folder, STANDIN_MARKER)) as f:
+            first = f.readline().strip()
+        notes.append(f"{folder} holds STAND-IN item features, not the real ones"
+                     + (f" ({first})" if first else ""))
+    return assemble(name, splits, features, source=folder, where=source_files[0], notes=notes)
+
+
+def read_inter(path: str) -> dict[str, np.ndarray]:
+    """Reads an MMRec-style ``.inter`` TSV into per-split ``[n, 2]`` int64 arrays."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read: {e}") from None
+    if not lines:
+        raise DataError(f"{path}: file is empty (expected a header 'userID\\titemID\\tx_label')")
+    header = lines[0].rstrip("\r").split("\t")
+    missing = [c for c in ("userID", "itemID", "x_label") if c not in header]
+    if missing:
+        raise DataError(f"{path}:1: header {header!r} lacks column(s) {missing}; expected "
+                        f"tab-separated 'userID', 'itemID', 'x_label'")
+    cols = [header.index(c) for c in ("userID", "itemID", "x_label")]
+    ncols = len(header)
+    rows = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != ncols:
+            raise DataError(f"{path}:{lineno}: expected {ncols} tab-separated fields, "
+                            f"found {len(fields)}")
+        try:
+            values = [int(fields[c]) for c in cols]
+        except ValueError:
+            bad = next(fields[c] for c in cols if not _is_int(fields[c]))
+            raise DataError(f"{path}:{lineno}: {bad!r} is not a non-negative integer id "
+                            f"or label") from None
+        if values[0] < 0 or values[1] < 0:
+            raise DataError(f"{path}:{lineno}: negative id {min(values[:2])}")
+        if values[2] not in (0, 1, 2):
+            raise DataError(f"{path}:{lineno}: unknown x_label {values[2]} "
+                            f"(expected 0 train, 1 valid, 2 test)")
+        rows.append(values)
+    if not rows:
+        raise DataError(f"{path}: no interactions after the header")
+    table = np.asarray(rows, dtype=np.int64)
+    return {split: table[table[:, 2] == label, :2] for label, split in enumerate(SPLITS)}
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
+
+
+def read_split_json(path: str) -> np.ndarray:
+    """Reads a LATTICE-format JSON mapping ``{"user": [item, ...]}`` into ``[n, 2]`` pairs."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            payload = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read: {e}") from None
+    if not isinstance(payload, dict):
+        raise DataError(f"{path}: expected a JSON object mapping user id to a list of item ids, "
+                        f"found {type(payload).__name__}")
+    users, items = [], []
+    for key, value in payload.items():
+        try:
+            user = int(key)
+        except ValueError:
+            raise DataError(f"{path}: user key {key!r} is not an integer id") from None
+        if user < 0:
+            raise DataError(f"{path}: user key {key!r} is negative")
+        if not isinstance(value, list):
+            raise DataError(f"{path}: user {key}: expected a list of item ids, "
+                            f"found {type(value).__name__}")
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise DataError(f"{path}: user {key}: item {item!r} is not an integer id")
+            if item < 0:
+                raise DataError(f"{path}: user {key}: negative item id {item}")
+        users.extend([user] * len(value))
+        items.extend(value)
+    return np.stack([np.asarray(users, np.int64), np.asarray(items, np.int64)], axis=1) \
+        if users else np.zeros((0, 2), np.int64)
+
+
+def available_modalities(folder: str) -> list[str]:
+    return sorted(f[: -len(FEATURE_SUFFIX)] for f in os.listdir(folder)
+                  if f.endswith(FEATURE_SUFFIX))
+
+
+def read_features(folder: str, modalities: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """Reads ``<modality>_feat.npy`` files as float32 ``[rows, dim]`` arrays and checks them."""
+    present = available_modalities(folder)
+    if modalities is None:
+        modalities = present
+    features = {}
+    for modality in modalities:
+        path = os.path.join(folder, modality + FEATURE_SUFFIX)
+        if modality not in present:
+            raise DataError(f"{path}: modality {modality!r} was requested but has no feature file "
+                            f"(present: {present or 'none'})")
+        features[modality] = read_feature_file(path)
+    return features
+
+
+def read_feature_file(path: str) -> np.ndarray:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror}") from None
+    if magic != b"\x93NUMPY":
+        raise DataError(f"{path}: not a .npy file (it does not start with the NumPy header)")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a valid .npy array file ({str(e).splitlines()[0]})") from None
+    if not isinstance(array, np.ndarray) or array.ndim != 2:
+        shape = getattr(array, "shape", None)
+        raise DataError(f"{path}: expected a 2-D [items, dim] array, found shape {shape}")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise DataError(f"{path}: expected real-valued features, found dtype {array.dtype}")
+    array = array.astype(np.float32)
+    finite = np.isfinite(array)
+    if not finite.all():
+        row, col = np.argwhere(~finite)[0]
+        raise DataError(f"{path}: row {row}, column {col} is {array[row, col]} "
+                        f"({int((~finite).sum())} non-finite values in all)")
+    return array
+
+
+def file_checksums(folder: str) -> dict[str, str]:
+    """sha256 of every regular file directly in ``folder`` and in ``folder/5-core``."""
+    out = {}
+    for sub in ("", "5-core"):
+        path = os.path.join(folder, sub)
+        if not os.path.isdir(path):
+            continue
+        for fname in sorted(os.listdir(path)):
+            full = os.path.join(path, fname)
+            if os.path.isfile(full):
+                digest = hashlib.sha256()
+                with open(full, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+                out[os.path.join(sub, fname)] = digest.hexdigest()
+    return out

@@ -1,0 +1,161 @@
+"""MRdIB's pieces: compression, unique, redundant and synergistic information, as terms.
+
+Wang et al., "Multimodal Representation-disentangled Information Bottleneck for Multimodal
+Recommendation" (arXiv 2509.20225). No code is public and the method section was not in hand:
+what follows is **the paper's reported design** where its abstract and secondary summaries
+state it, and **this project's reading** where they do not (marked so below). The model that
+trains these terms on a backbone is :class:`~ibmrec_tf.models.denoised.MRdIB`
+(``--model=mrdib``).
+
+* **Compression** (reported: a multimodal information bottleneck, Mai et al. 2022). Each
+  modality's projection is stochastic, ``Z^k ~ N(mu_k, diag(sigma_k^2))`` with
+  ``sigma_k = softplus`` of an affine map (reported), offset so it starts at a tenth of the ID
+  embeddings' init std (reading); training uses a reparameterized sample, evaluation and
+  export the mean (reported). The term is ``mrdib_kl_weight * sum_k mean_i KL(N(mu_k,
+  sigma_k^2) || N(0, I))`` over the batch's items, summed over dimensions (reading: the
+  dimension sum of the standard variational bottleneck).
+* **Unique information** (reported: each modality alone predicts the target). A BPR term per
+  modality, scored from that modality alone: ``<u^k_a, z^k_i>`` where ``u^k_a`` is the
+  modality's part of the user's content embedding on backbones with one (VBPR, VLightGCN,
+  VLATTICE: the user's final representation's ``k``-th content block), and a learned map
+  ``u^k_a = W_k x_a`` of the user's representation on the others (LATTICE, FREEDOM) (reading).
+  Weight ``mrdib_unique_weight``.
+* **Redundant information** (reported: minimized, estimated by a Donsker-Varadhan bound). For
+  each pair of modalities, ``mrdib_redundancy_estimator=dv``: a critic ``T``
+  (:class:`~ibmrec_tf.layers.PairCritic`) scores the batch's pairs ``(z^a_i, z^b_i)`` and the
+  pairs with ``z^b`` shuffled, and the bound ``E_joint T - log E_product exp T`` is maximized
+  by the critic's own optimizer and minimized by the encoders (reported). The critic reads
+  unit-norm rows (reading: as the project's HSIC does, so that shrinking a modality cannot
+  lower the estimate). ``hsic``: the project's RBF HSIC between the two modalities, which needs
+  no critic (reading: the notes' second estimator; minimizing a lower bound does not guarantee
+  less dependence, minimizing HSIC does). Weight ``mrdib_redundancy_weight``; over the first
+  ``hsic_items`` distinct items of the batch, as IBMRec's HSIC terms.
+* **Synergistic information** (reported: the fused representation predicts the target). The
+  backbone's own loss on the sampled representations; ``mrdib_fusion_mlp`` adds a residual
+  MLP (:class:`~ibmrec_tf.layers.FusionMLP`) over the concatenated modalities before the
+  backbone reads them, which a linear fusion lacks for an interaction of two modalities
+  (reading). On LATTICE and FREEDOM the scores do not read the modalities, so the fused
+  modalities (their mean, through the MLP when enabled) get a BPR term of their own with a
+  mapped user, weight ``mrdib_synergy_weight`` (reading).
+
+Reported defaults (the paper's best on MGCN): KL 5e-3, redundancy 5e-2, unique 5e-3. Known
+weaknesses of this reading are in ``README.md`` ("MRdIB").
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import keras
+import tensorflow as tf
+
+from ibmrec_tf import losses
+from ibmrec_tf.layers import FusionMLP, PairCritic
+
+
+class MRdIBHead(keras.layers.Layer):
+    """MRdIB's own weights: the critics, and on backbones whose scores do not read the
+    modalities the users' maps and the fusion MLP (see the module docstring)."""
+
+    def __init__(self, *, modalities, dim: int, content: bool, estimator: str,
+                 critic_hidden: int, fusion_mlp: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.modalities = tuple(modalities)
+        self.dim = int(dim)
+        self.content = bool(content)
+        self.estimator = estimator
+        self.pairs = list(itertools.combinations(range(len(self.modalities)), 2))
+        # Attribute names (a list of layers would not be tracked for tf.train.Checkpoint).
+        self.critic_names = []
+        if estimator == "dv":
+            for a, b in self.pairs:
+                name = f"critic_{self.modalities[a]}_{self.modalities[b]}"
+                setattr(self, name, PairCritic(hidden_units=critic_hidden, name=name))
+                getattr(self, name).build(((None, dim), (None, dim)))
+                self.critic_names.append(name)
+        self.fusion = None
+        if not self.content:
+            init = keras.initializers.Identity()
+            for k in range(len(self.modalities)):
+                setattr(self, f"user_map_{k}", self.add_weight(
+                    shape=(dim, dim), initializer=init, name=f"user_map_{self.modalities[k]}"))
+            self.user_map_fused = self.add_weight(shape=(dim, dim), initializer=init,
+                                                  name="user_map_fused")
+            if fusion_mlp:
+                self.fusion = FusionMLP(units=dim * len(self.modalities), name="fusion_mlp")
+                self.fusion.build((None, dim * len(self.modalities)))
+        self.built = True
+
+    def critics(self) -> list:
+        return [getattr(self, name) for name in self.critic_names]
+
+    def critic_variables(self) -> list:
+        return [v for c in self.critics() for v in c.trainable_variables]
+
+    def user_part(self, k: int, users):
+        """``u^k``: the user's content block ``k`` (content backbones), or ``W_k x_a``."""
+        if self.content:
+            return users[:, self.dim * (k + 1):self.dim * (k + 2)]
+        return tf.matmul(users, getattr(self, f"user_map_{k}"))
+
+    def fused(self, z_list):
+        """The mean of the modalities, through the fusion MLP when there is one."""
+        if self.fusion is not None:
+            z_list = tf.split(self.fusion(tf.concat(z_list, axis=1)), len(z_list), axis=1)
+        return tf.add_n(list(z_list)) / float(len(z_list))
+
+
+def kl_terms(config, modalities, means, scales, share) -> dict:
+    """``kl/<modality>``: the batch items' mean KL; ``kl``: ``mrdib_kl_weight`` times their sum."""
+    terms = {}
+    for name, mean, scale in zip(modalities, means, scales):
+        terms[f"kl/{name}"] = tf.reduce_mean(losses.kl_standard_normal(mean, scale)) * share.scale
+    terms["kl"] = config.mrdib_kl_weight * tf.add_n([terms[f"kl/{m}"] for m in modalities])
+    return terms
+
+
+def _bpr(users, items, pos_rows, neg_rows, share):
+    return losses.bpr_loss(tf.reduce_sum(users * tf.gather(items, pos_rows), 1),
+                           tf.reduce_sum(users * tf.gather(items, neg_rows), 1),
+                           batch_size=share.batch_size)
+
+
+def unique_terms(config, head, users, z_items, pos_rows, neg_rows, share) -> dict:
+    """``unique/<modality>``: each modality's BPR alone; ``unique``: the weighted sum."""
+    terms = {}
+    for k, (name, z) in enumerate(zip(head.modalities, z_items)):
+        terms[f"unique/{name}"] = _bpr(head.user_part(k, users), z, pos_rows, neg_rows, share)
+    terms["unique"] = config.mrdib_unique_weight * tf.add_n(
+        [terms[f"unique/{m}"] for m in head.modalities])
+    return terms
+
+
+def synergy_terms(config, head, users, z_items, pos_rows, neg_rows, share) -> dict:
+    """On backbones whose scores do not read the modalities: the fused modalities' BPR."""
+    value = _bpr(tf.matmul(users, head.user_map_fused), head.fused(z_items), pos_rows,
+                 neg_rows, share)
+    return {"synergy_bpr": value, "synergy": config.mrdib_synergy_weight * value}
+
+
+def redundancy_terms(config, head, z_items, seed, share) -> dict:
+    """The dependence between each pair of modalities over the same items, averaged over the
+    pairs: ``redundancy_estimate`` (the DV bound in nats, which the critics' optimizer
+    maximizes, or HSIC) and ``redundancy``, the weighted term the encoders minimize. Nothing
+    with one modality."""
+    if not head.pairs:
+        return {}
+    estimates = []
+    for index, (a, b) in enumerate(head.pairs):
+        za, zb = z_items[a], z_items[b]
+        if head.estimator == "hsic":
+            estimates.append(losses.hsic_rbf(za, zb, config.sigma2_fib))
+            continue
+        n = tf.shape(za)[0]
+        permutation = tf.argsort(tf.random.stateless_uniform([n], seed=seed + index))
+        scores = head.critics()[index].pair_scores(tf.math.l2_normalize(za, axis=1),
+                                                   tf.math.l2_normalize(zb, axis=1),
+                                                   [permutation])
+        estimates.append(losses.donsker_varadhan(scores[0], scores[1]))
+    estimate = tf.add_n(estimates) / float(len(estimates)) * share.scale
+    return {"redundancy_estimate": estimate,
+            "redundancy": config.mrdib_redundancy_weight * estimate}

@@ -1,0 +1,1 @@
+"""The benchmark runner's parts: study configurations, runs, floors, tables."""
