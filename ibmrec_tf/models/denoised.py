@@ -161,7 +161,9 @@ class DenoisedRecommender(Recommender):
     def _forward(self, users, items, training):
         backbone = self.backbone
         # The masker reads every item's Z; without GIB the backbone projects what it needs.
-        z_all = backbone.content_features(training) if self.use_gib else None
+        z_all = z_stats = None
+        if self.use_gib:
+            z_all, *z_stats = backbone.content_with_stats(training)
         extras = {}
         mask = None
         if self.use_gib:
@@ -170,7 +172,7 @@ class DenoisedRecommender(Recommender):
             extras["keep"] = keep
             mask = self.sample_edge_mask(logits) if training else keep
         out = backbone.forward(users=users, items=items, training=training, z_all=z_all,
-                               edge_scale=mask)
+                               edge_scale=mask, z_stats=z_stats)
         return out, extras
 
     def forward(self, users=None, items=None, training=False):
@@ -205,7 +207,8 @@ class DenoisedRecommender(Recommender):
                                                 extras["keep"], share))
             added.append("gib")
         if self.use_mrdib:
-            means, scales = backbone.projection_stats(items)
+            means, scales = (out["z_stats"] if "z_stats" in out
+                             else backbone.projection_stats(items))
             terms.update(mrdib_terms.kl_terms(config, self.modalities, means, scales, share))
             terms.update(mrdib_terms.unique_terms(config, self.mrdib, out["users"],
                                                   out["z_items"], pos_rows, neg_rows, share))

@@ -92,11 +92,13 @@ class MRdIBHead(keras.layers.Layer):
     def critic_variables(self) -> list:
         return [v for c in self.critics() for v in c.trainable_variables]
 
-    def user_part(self, k: int, users):
-        """``u^k``: the user's content block ``k`` (content backbones), or ``W_k x_a``."""
+    def user_parts(self, users) -> list:
+        """``[u^1, ..., u^K]``: the user's content blocks (content backbones; one split, whose
+        gradient is one concat), or ``W_k x_a``."""
         if self.content:
-            return users[:, self.dim * (k + 1):self.dim * (k + 2)]
-        return tf.matmul(users, getattr(self, f"user_map_{k}"))
+            return tf.split(users, 1 + len(self.modalities), axis=1)[1:]
+        return [tf.matmul(users, getattr(self, f"user_map_{k}"))
+                for k in range(len(self.modalities))]
 
     def fused(self, z_list):
         """The mean of the modalities, through the fusion MLP when there is one."""
@@ -123,8 +125,9 @@ def _bpr(users, items, pos_rows, neg_rows, share):
 def unique_terms(config, head, users, z_items, pos_rows, neg_rows, share) -> dict:
     """``unique/<modality>``: each modality's BPR alone; ``unique``: the weighted sum."""
     terms = {}
-    for k, (name, z) in enumerate(zip(head.modalities, z_items)):
-        terms[f"unique/{name}"] = _bpr(head.user_part(k, users), z, pos_rows, neg_rows, share)
+    parts = head.user_parts(users)
+    for name, part, z in zip(head.modalities, parts, z_items):
+        terms[f"unique/{name}"] = _bpr(part, z, pos_rows, neg_rows, share)
     terms["unique"] = config.mrdib_unique_weight * tf.add_n(
         [terms[f"unique/{m}"] for m in head.modalities])
     return terms
