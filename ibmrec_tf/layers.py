@@ -623,12 +623,14 @@ class FusionMLP(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="ibmrec_tf")
 class PairCritic(keras.layers.Layer):
-    """A critic ``T(x, y) = w_2^T relu(x W_x + y W_y + b_1) + b_2`` of paired rows.
+    """A critic ``T(x, y) = w_2^T relu(x W_x + y W_y + b_1)`` of paired rows.
 
     MRdIB's Donsker-Varadhan estimator of the dependence between two modalities'
     representations (:func:`ibmrec_tf.losses.donsker_varadhan`) scores the batch's pairs and
     pairs with ``y`` shuffled; ``x W_x`` and ``y W_y`` are computed once per row and added for
-    every pairing.
+    every pairing. There is no output bias: the bound does not change when ``T`` is shifted by
+    a constant, so such a bias would get a zero gradient (and Adam would move it by the
+    rounding of that zero).
 
     Call: ``(x [n, d_x], y [n, d_y], permutation=None)`` -> ``[n]`` scores of the pairs
     ``(x_i, y_i)``, or of ``(x_i, y_perm[i])``.
@@ -645,7 +647,6 @@ class PairCritic(keras.layers.Layer):
         self.w_y = self.add_weight(shape=(int(dy), h), name="w_y", initializer="glorot_uniform")
         self.b_hidden = self.add_weight(shape=(h,), name="b_hidden", initializer="zeros")
         self.w_out = self.add_weight(shape=(h,), name="w_out", initializer="glorot_uniform")
-        self.b_out = self.add_weight(shape=(), name="b_out", initializer="zeros")
         self.built = True
 
     def pair_scores(self, x, y, permutations):
@@ -655,7 +656,7 @@ class PairCritic(keras.layers.Layer):
         hy = tf.matmul(y, self.w_y)
         pairs = [hx + hy] + [hx + tf.gather(hy, p) for p in permutations]
         hidden = tf.nn.relu(tf.stack(pairs))
-        return tf.tensordot(hidden, self.w_out, axes=1) + self.b_out
+        return tf.tensordot(hidden, self.w_out, axes=1)
 
     def call(self, x, y, permutation=None):
         return self.pair_scores(x, y, [] if permutation is None else [permutation])[-1]

@@ -20,6 +20,8 @@ Studies:
   plugins   every multimodal backbone (VBPR, VLightGCN, LATTICE, VLATTICE, FREEDOM) alone and
             with IBMRec, MRdIB and both: R/P/N at 10/20/50, and seconds per epoch against the
             backbone's (a bar plot of test Recall@20)
+  plugin_speed  the plugins study's runs for --speed_epochs epochs, one at a time, one seed:
+            seconds per epoch against the backbone's
   noise     VLATTICE, IBMRec, FREEDOM and MRdIB with D extra seeded noise dimensions per
             modality
   sensitivity  IBMRec over --alphas, --betas and --sigma2s (one changed at a time; sigma^2 for
@@ -71,11 +73,13 @@ from runners.bench.studies import TIMING_STUDIES, study_runs
 
 flags.DEFINE_enum("study", "models",
                   ["models", "backbones", "ablation", "noise", "sensitivity", "search", "speed",
-                   "scaling", "eval", "precision", "distribution", "plugins"],
+                   "scaling", "eval", "precision", "distribution", "plugins", "plugin_speed"],
                   "Which study.")
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0 .. seeds-1).")
 flags.DEFINE_string("bench_dir", "runs/bench", "Where the runs and the tables go.")
 flags.DEFINE_list("noise_dims", ["0", "128", "512", "2048"], "noise study: extra dimensions D.")
+flags.DEFINE_list("noise_models", ["vlattice", "ibmrec", "freedom", "mrdib"],
+                  "noise study: the models (mrdib on --backbone).")
 flags.DEFINE_boolean("report_only", False, "Launch nothing: tabulate the study's finished runs "
                      "and list the missing ones.")
 flags.DEFINE_integer("speed_epochs", 3, "speed and scaling studies: epochs per run (the "
@@ -110,7 +114,7 @@ def main(argv):
         raise common.UsageError(f"--jobs must be >= 1, got {FLAGS.jobs}")
     if FLAGS.distribution_replicas < 2:
         raise common.UsageError(f"--distribution_replicas must be >= 2, got {FLAGS.distribution_replicas}")
-    own = {"study", "seeds", "bench_dir", "noise_dims", "model", "model_dir", "seed", "overwrite",
+    own = {"study", "seeds", "bench_dir", "noise_dims", "noise_models", "model", "model_dir", "seed", "overwrite",
            "resume", "verbose", "speed_epochs", "fractions", "alphas", "betas", "sigma2s",
            "report_only", "eval_dims", "eval_batch_sizes", "eval_repeats", "variant", "jobs",
            "only"}
@@ -163,7 +167,7 @@ def main(argv):
                 "search": tables.search_table, "scaling": tables.scaling_table, "precision": tables.precision_table,
                 "distribution": tables.distribution_table,
                 "eval": eval_table,
-                "plugins": tables.plugins_table}.get(FLAGS.study, tables.table)(results)
+                "plugins": tables.plugins_table, "plugin_speed": tables.plugins_table}.get(FLAGS.study, tables.table)(results)
     machine = f"{os.cpu_count()} cores, {platform.machine()}, {platform.platform(terse=True)}"
     with open(out + ".md", "w") as f:
         f.write(f"`{command}`\n\nmachine: {machine}\n\n{text}\n")

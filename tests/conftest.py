@@ -48,3 +48,18 @@ def tiny_dir(tmp_path) -> pathlib.Path:
     np.save(folder / "image_feat.npy", rng.normal(size=(5, 6)).astype(np.float16))
     np.save(folder / "text_feat.npy", rng.normal(size=(5, 4)).astype(np.float32))
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def small():
+    """90 users, 60 items, two small modalities: the multimodal models' unit-test data."""
+    from ibmrec_tf.data import make_synthetic
+    return make_synthetic(seed=0, num_users=90, num_items=60, interactions_per_user=8,
+                          modality_dims={"image": 12, "text": 10})
+
+
+@pytest.fixture(scope="module")
+def batch(small):
+    """The first 256-triplet batch of ``small``'s first epoch."""
+    from ibmrec_tf.data import TripletSampler
+    return next(iter(TripletSampler(small, 0).epoch_dataset(1, 256)))

@@ -8,21 +8,10 @@ import tensorflow as tf
 import keras
 
 from ibmrec_tf import export, graph as graph_lib
-from ibmrec_tf.data import DataError, TripletSampler, make_synthetic
+from ibmrec_tf.data import DataError
 from ibmrec_tf.layers import EdgeMasker
 from ibmrec_tf.models import ModelConfig, build_model
 from ibmrec_tf.models.ibmrec import relaxed_bernoulli_sample
-
-
-@pytest.fixture(scope="module")
-def small():
-    return make_synthetic(seed=0, num_users=90, num_items=60, interactions_per_user=8,
-                          modality_dims={"image": 12, "text": 10})
-
-
-@pytest.fixture(scope="module")
-def batch(small):
-    return next(iter(TripletSampler(small, 0).epoch_dataset(1, 256)))
 
 
 def _ibmrec(small, **overrides):

@@ -7,20 +7,8 @@ import pytest
 import tensorflow as tf
 
 from ibmrec_tf import graph as graph_lib, losses
-from ibmrec_tf.data import TripletSampler, make_synthetic
 from ibmrec_tf.layers import PairCritic
 from ibmrec_tf.models import ModelConfig, build_model
-
-
-@pytest.fixture(scope="module")
-def small():
-    return make_synthetic(seed=0, num_users=90, num_items=60, interactions_per_user=8,
-                          modality_dims={"image": 12, "text": 10})
-
-
-@pytest.fixture(scope="module")
-def batch(small):
-    return next(iter(TripletSampler(small, 0).epoch_dataset(1, 256)))
 
 
 def _model(small, name, **overrides):

@@ -144,7 +144,8 @@ def test_prepare_data_writes_labelled_standins(tmp_path):
 
 def test_benchmark_noise_study_writes_json_and_table(tmp_path):
     proc = run("benchmark", "--study=noise", "--noise_dims=16", "--seeds=1", "--epochs=1",
-               "--dataset=synthetic", "--n_layers=1", f"--bench_dir={tmp_path}")
+               "--dataset=synthetic", "--n_layers=1", f"--bench_dir={tmp_path}",
+               "--noise_models=vlattice,ibmrec")
     payload = json.loads((tmp_path / "noise.json").read_text())
     labels = [r["label"] for r in payload["runs"]]
     assert labels == ["vlattice D=16", "ibmrec D=16"]
@@ -154,24 +155,52 @@ def test_benchmark_noise_study_writes_json_and_table(tmp_path):
     assert "--feature_noise_dims=16" in (tmp_path / "noise" / "vlattice_D=16-s0" / "flags.cfg").read_text()
     # --report_only tabulates the finished runs and launches nothing.
     report = run("benchmark", "--study=noise", "--noise_dims=16,32", "--seeds=1", "--epochs=1",
-                 "--dataset=synthetic", "--n_layers=1", f"--bench_dir={tmp_path}", "--report_only")
+                 "--dataset=synthetic", "--n_layers=1", f"--bench_dir={tmp_path}", "--report_only",
+                 "--noise_models=vlattice,ibmrec")
     assert "vlattice D=32 seed 0: not run yet" in report.stdout
     assert "| ibmrec D=16 | 1 |" in report.stdout and "| ibmrec D=32" not in report.stdout
     assert not (tmp_path / "noise" / "vlattice_D=32-s0").exists()
     # A finished run asked for with other flags is reused, and the difference is said.
     other = run("benchmark", "--study=noise", "--noise_dims=16", "--seeds=1", "--epochs=1",
                 "--dataset=synthetic", "--n_layers=1", "--alpha=0.25", f"--bench_dir={tmp_path}",
-                "--report_only")
+                "--report_only", "--noise_models=vlattice,ibmrec")
     assert "flags differ from this study's: alpha=1.0 (study: 0.25)" in other.stdout
     reused = json.loads((tmp_path / "noise.json").read_text())["runs"]
     assert all(r["flag_differences"] == {"alpha": ["1.0", "0.25"]} for r in reused)
     # --only restricts a study to some of its configurations; an unknown label is an error.
     one = run("benchmark", "--study=noise", "--noise_dims=16", "--seeds=1", "--dataset=synthetic",
-              "--n_layers=1", f"--bench_dir={tmp_path}", "--report_only", "--only=ibmrec D=16")
+              "--n_layers=1", f"--bench_dir={tmp_path}", "--report_only", "--only=ibmrec D=16",
+              "--noise_models=vlattice,ibmrec")
     assert "| ibmrec D=16 | 1 |" in one.stdout and "vlattice D=16" not in one.stdout
     bad = run("benchmark", "--study=noise", "--noise_dims=16", "--dataset=synthetic",
-              f"--bench_dir={tmp_path}", "--only=ibmrec D=99", check=False)
+              f"--bench_dir={tmp_path}", "--only=ibmrec D=99", "--noise_models=vlattice,ibmrec",
+              check=False)
     assert bad.returncode == 2 and "--only names no configuration of study noise: ibmrec D=99" in bad.stderr
+
+
+def test_benchmark_plugins_study_and_the_new_models_exports(tmp_path):
+    """MRdIB and FREEDOM through the runners: the study's table and plot, and each run's
+    SavedModel scoring every item (cold ones too) as the model's final embeddings do."""
+    only = "vbpr,mrdib(vbpr),freedom,ibmrec+mrdib(freedom)"
+    proc = run("benchmark", "--study=plugins", "--seeds=1", "--epochs=1", "--dataset=synthetic",
+               "--n_layers=1", "--knn_k=5", f"--bench_dir={tmp_path}", f"--only={only}")
+    runs = json.loads((tmp_path / "plugins.json").read_text())["runs"]
+    assert [r["label"] for r in runs] == only.split(",")
+    assert "| mrdib(vbpr) | 1 |" in proc.stdout and "vs backbone" in proc.stdout
+    ratio = [line for line in proc.stdout.splitlines() if line.startswith("| mrdib(vbpr) |")]
+    assert ratio[0].rstrip(" |").endswith("x")
+    assert (tmp_path / "plugins.png").exists()
+    import tensorflow as tf
+    from ibmrec_tf.data import make_synthetic
+    data = make_synthetic(seed=0)
+    cold = sorted(set(range(data.num_items)) - set(data.train[:, 1].tolist()))
+    for label in ("mrdib(vbpr)", "ibmrec+mrdib(freedom)"):
+        export = tmp_path / "plugins" / f"{label}-s0" / "export"
+        scores = tf.saved_model.load(str(export)).signatures["score_all"](
+            user_ids=tf.constant([0, 1], tf.int64))["scores"].numpy()
+        assert scores.shape == (2, data.num_items) and np.isfinite(scores).all()
+        if cold:  # items never trained on are scored from their features
+            assert np.abs(scores[:, cold]).max() > 0
 
 
 def test_benchmark_search_study_marks_the_best_validation_run(tmp_path):
@@ -236,7 +265,7 @@ def test_benchmark_precision_study_names_the_device(tmp_path):
 
 def test_benchmark_plots_noise_and_scaling(tmp_path):
     pytest.importorskip("matplotlib")
-    from runners import benchmark
+    from runners.bench import tables as benchmark
 
     runs = [{"label": f"{m} D={d}", "seed": s, "test": {"recall@20": 0.1 - d / 1e4 + s / 100}}
             for m in ("vlattice", "ibmrec") for d in (0, 128) for s in (0, 1)]
@@ -249,6 +278,10 @@ def test_benchmark_plots_noise_and_scaling(tmp_path):
     table = benchmark.scaling_table(scaling)
     assert table.count("| 200.00 |") == 3  # 2 s per 1000 interactions at every size
     assert benchmark.plot("models", runs, str(tmp_path / "models.png")) is None
+    plugins = [{"label": label, "seed": 0, "test": {"recall@20": 0.05 + i / 100}}
+               for i, label in enumerate(["vbpr", "ibmrec(vbpr)", "mrdib(vbpr)", "lattice",
+                                          "mrdib(lattice)"])]
+    assert benchmark.plot("plugins", plugins, str(tmp_path / "plugins.png"))
 
 
 def test_benchmark_eval_study_times_the_evaluator(tmp_path):

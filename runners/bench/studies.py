@@ -10,7 +10,7 @@ from ibmrec_tf.config import PRECISIONS
 
 FLAGS = flags.FLAGS
 
-TIMING_STUDIES = ("speed", "scaling", "precision", "distribution")
+TIMING_STUDIES = ("speed", "scaling", "precision", "distribution", "plugin_speed")
 #: the backbones the denoisers plug into, and the denoiser combinations of the plugins study
 PLUGIN_BACKBONES = ("vbpr", "vlightgcn", "lattice", "vlattice", "freedom")
 PLUGINS = (("ibmrec", "ibmrec"), ("mrdib", "mrdib"), ("ibmrec+mrdib", "ibmrec_mrdib"))
@@ -48,7 +48,7 @@ def study_runs(study: str) -> list[tuple[str, list[str]]]:
     if study == "noise":
         runs = []
         for d in FLAGS.noise_dims:
-            for model in ("vlattice", "ibmrec", "freedom", "mrdib"):
+            for model in FLAGS.noise_models:
                 runs.append((f"{model} D={d}", [f"--model={model}", f"--feature_noise_dims={d}"]))
         return runs
     if study == "sensitivity":
@@ -73,6 +73,8 @@ def study_runs(study: str) -> list[tuple[str, list[str]]]:
             return [(f"{m} replicas={r}", [f"--model={m}", *epochs] + (
                         ["--distribution_strategy=mirrored", *device] if r > 1 else []))
                     for m in ("lightgcn", "vlattice", "ibmrec") for r in (1, replicas)]
+        if study == "plugin_speed":
+            return [(label, [*flags, *epochs]) for label, flags in study_runs("plugins")]
         if study == "precision":
             return [(f"{m} {p}", [f"--model={m}", f"--precision={p}", *epochs])
                     for m in ("lightgcn", "vlattice", "ibmrec") for p in PRECISIONS]
