@@ -68,6 +68,7 @@ from absl import flags
 from runners import common
 from runners.bench import tables
 from runners.bench.evaluator_timing import eval_study, eval_table
+from runners.bench.floor import floor_table
 from runners.bench.runs import run_one
 from runners.bench.studies import TIMING_STUDIES, study_runs
 
@@ -163,7 +164,7 @@ def main(argv):
     else:
         text = {"speed": lambda r: tables.speed_table(r) + "\n\nThe floor: the products a step cannot "
                 "avoid, timed alone in this run just before each training run (per step, then "
-                "times the steps of an epoch).\n\n" + tables.floor_table(r),
+                "times the steps of an epoch).\n\n" + floor_table(r),
                 "search": tables.search_table, "scaling": tables.scaling_table, "precision": tables.precision_table,
                 "distribution": tables.distribution_table,
                 "eval": eval_table,

@@ -5,7 +5,8 @@ logical devices, or joining a cluster, must precede every TensorFlow op.
     python -m tests.distributed_runs --cases=ibmrec:sgd,ibmrec:adam --replicas=2 --steps=4 --epochs=2
     TF_CONFIG=... python -m tests.distributed_runs --strategy=multi_worker --cases=...   # each worker
 
-For each model:optimizer case, prints one JSON line: the largest relative difference of any
+For each model:optimizer case (model:optimizer:updates compares the updates only), prints one
+JSON line: the largest relative difference of any
 variable's update after --steps steps, and the valid/test Recall@20 and NDCG@20 and the epoch
 losses of both after --epochs epochs of the Trainer (0: not compared).
 """
@@ -53,12 +54,13 @@ def main() -> None:
         del strategies["one"]  # the comparison is made on worker 0; the others only take part
 
     for case in args.cases.split(","):
-        model_name, optimizer = case.split(":")
-        print(json.dumps(compare(data, model_config, train_config.replace(optimizer=optimizer),
-                                 strategies, model_name, args)), flush=True)
+        model_name, optimizer, *only = case.split(":")  # ':updates': no epoch comparison
+        result = compare(data, model_config, train_config.replace(optimizer=optimizer),
+                         strategies, model_name, args, epochs=0 if only == ["updates"] else None)
+        print(json.dumps({**result, "case": case}), flush=True)
 
 
-def compare(data, model_config, train_config, strategies, model_name, args) -> dict:
+def compare(data, model_config, train_config, strategies, model_name, args, epochs=None) -> dict:
     import numpy as np
     import tensorflow as tf
     import keras
@@ -73,6 +75,7 @@ def compare(data, model_config, train_config, strategies, model_name, args) -> d
         with scope:
             return build_model(model_name, data, model_config)
 
+    epochs = args.epochs if epochs is None else epochs
     out = {"case": f"{model_name}:{train_config.optimizer}",
            "replicas": strategies["distributed"].num_replicas_in_sync}
     weights = {}
@@ -94,7 +97,7 @@ def compare(data, model_config, train_config, strategies, model_name, args) -> d
     # (Frobenius norms). A missing 1/R or a wrong slice changes an update by a factor; rounding
     # (sums in another order) by ~1e-6 of it.
     if "one" not in strategies:  # a worker that only takes part
-        for name, strategy in strategies.items() if args.epochs and train_config.optimizer == "adam" else ():
+        for name, strategy in strategies.items() if epochs and train_config.optimizer == "adam" else ():
             Trainer(build(strategy), data, train_config, tempfile.mkdtemp(), strategy=strategy,
                     write_logs=False).fit()
         return out
@@ -119,7 +122,7 @@ def compare(data, model_config, train_config, strategies, model_name, args) -> d
     out["max_relative_difference"] = worst
     out["largest_update"] = moved
     # The metrics after --epochs epochs, with Adam (the SGD runs check the updates above).
-    for name, strategy in strategies.items() if args.epochs and train_config.optimizer == "adam" else ():
+    for name, strategy in strategies.items() if epochs and train_config.optimizer == "adam" else ():
         model = build(strategy)
         result = Trainer(model, data, train_config, tempfile.mkdtemp(), strategy=strategy,
                          write_logs=False).fit()

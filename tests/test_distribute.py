@@ -21,8 +21,12 @@ def _env(**extra):
 
 
 CASES = "lightgcn:adam,lightgcn:sgd,vlattice:adam,vlattice:sgd,ibmrec:adam,ibmrec:sgd"
-# Both denoisers on VLATTICE (MRdIB's noise, critic tape and critic optimizer), mirrored only.
-MIRRORED_CASES = CASES + ",ibmrec_mrdib:adam"
+# Both denoisers on VLATTICE (MRdIB's noise, critic tape and critic optimizer), mirrored only,
+# on the updates (`python -m tests.distributed_runs --cases=ibmrec_mrdib:adam --epochs=2` also
+# gives equal metrics after 2 epochs, at 34 s more than the suite should spend). With SGD the
+# critic's update, a difference of two nearly equal averages, is 1.2e-5 off in relative terms
+# (rounding in the replicas' summation order); Adam normalizes it.
+MIRRORED_CASES = CASES + ",ibmrec_mrdib:adam:updates"
 
 
 def _check_equal_to_one_replica(results, *, placed_per_device, cases=CASES):
@@ -38,7 +42,7 @@ def _check_equal_to_one_replica(results, *, placed_per_device, cases=CASES):
             assert len(r["graph_devices"]) == 2 and r["graph_devices"][1].endswith("CPU:1"), r
         assert r["largest_update"] > 0, r["case"]
         assert r["max_relative_difference"] < 1e-5, (r["case"], r.get("worst_variable"))
-        if r["case"].endswith(":sgd"):
+        if r["case"].endswith((":sgd", ":updates")):
             continue  # the metrics after 2 epochs are compared with Adam
         for key, value in r["one"].items():
             if key == "loss":

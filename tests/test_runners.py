@@ -181,7 +181,7 @@ def test_benchmark_noise_study_writes_json_and_table(tmp_path):
 def test_benchmark_plugins_study_and_the_new_models_exports(tmp_path):
     """MRdIB and FREEDOM through the runners: the study's table and plot, and each run's
     SavedModel scoring every item (cold ones too) as the model's final embeddings do."""
-    only = "vbpr,mrdib(vbpr),freedom,ibmrec+mrdib(freedom)"
+    only = "vbpr,mrdib(vbpr),ibmrec+mrdib(freedom)"
     proc = run("benchmark", "--study=plugins", "--seeds=1", "--epochs=1", "--dataset=synthetic",
                "--n_layers=1", "--knn_k=5", f"--bench_dir={tmp_path}", f"--only={only}")
     runs = json.loads((tmp_path / "plugins.json").read_text())["runs"]
