@@ -28,6 +28,13 @@ def bpr_loss(positive_scores, negative_scores, batch_size=None):
     return tf.reduce_sum(terms) / tf.cast(batch_size, terms.dtype)
 
 
+def bpr_on_rows(users, items, pos_rows, neg_rows, batch_size=None):
+    """:func:`bpr_loss` of ``<users, items[pos_rows]>`` against ``<users, items[neg_rows]>``
+    (row-wise inner products; ``users`` and the gathered rows are paired by position)."""
+    return bpr_loss(tf.reduce_sum(users * tf.gather(items, pos_rows), 1),
+                    tf.reduce_sum(users * tf.gather(items, neg_rows), 1), batch_size=batch_size)
+
+
 def l2_loss(tensors, batch_size):
     """``(1/2) * sum_t ||t||_F^2 / batch_size`` (LightGCN's regularizer on ego embeddings)."""
     total = tf.add_n([tf.reduce_sum(tf.square(t)) for t in tensors])

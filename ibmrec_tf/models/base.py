@@ -103,11 +103,8 @@ class Recommender(keras.Model):
 
     def _bpr_terms(self, share, out, pos_rows, neg_rows) -> dict:
         """BPR and L2 over the share's triplets, each divided by the global batch size."""
-        users = out["users"]
-        pos = tf.gather(out["items"], pos_rows)
-        neg = tf.gather(out["items"], neg_rows)
-        bpr = losses.bpr_loss(tf.reduce_sum(users * pos, 1), tf.reduce_sum(users * neg, 1),
-                              batch_size=share.batch_size)
+        bpr = losses.bpr_on_rows(out["users"], out["items"], pos_rows, neg_rows,
+                                 batch_size=share.batch_size)
         reg = self.config.reg_weight * losses.l2_loss(
             [out["user_ego"], tf.gather(out["item_ego"], pos_rows),
              tf.gather(out["item_ego"], neg_rows)], share.batch_size)
@@ -135,18 +132,16 @@ class Recommender(keras.Model):
         return self._optimizers
 
     @staticmethod
-    def minimize(optimizer, tape, loss, variables) -> None:
+    def minimize(optimizer, tape, loss, variables, sources=None) -> None:
         """Applies ``optimizer`` to the gradient of ``loss`` (recorded on ``tape``) for
         ``variables``, scaled as the optimizer asks: the upstream gradient is
         ``scale_loss(1)``, the same as differentiating ``scale_loss(loss)`` (1 without loss
-        scaling; a loss-scale optimizer unscales before it applies)."""
+        scaling; a loss-scale optimizer unscales before it applies). ``sources``: what the tape
+        watched for ``variables``, where that is not the Keras variables themselves (a tape
+        that watches by hand watches their underlying ``tf.Variable``s)."""
         scale = optimizer.scale_loss(tf.ones_like(loss))
-        if not tape._watch_accessed_variables:  # noqa: SLF001  (a tape that watched by hand)
-            # It watched the Keras variables' underlying tf.Variables; ask for those.
-            sources = [getattr(v, "value", v) for v in variables]
-        else:
-            sources = variables
-        grads = tape.gradient(loss, sources, output_gradients=scale)
+        grads = tape.gradient(loss, variables if sources is None else sources,
+                              output_gradients=scale)
         optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
 
     @property

@@ -239,16 +239,19 @@ class DenoisedRecommender(Recommender):
         critic_vars = self.critic_variables()
         critic_tape = (tf.GradientTape(watch_accessed_variables=False) if critic_vars
                        else contextlib.nullcontext())
+        # tape.watch takes the Keras variables' underlying tf.Variables.
+        watched = [getattr(v, "value", v) for v in critic_vars]
         with tf.GradientTape() as tape, critic_tape:
             if critic_vars:
-                critic_tape.watch([getattr(v, "value", v) for v in critic_vars])
+                critic_tape.watch(watched)
             terms = self.compute_losses(batch, training=True)
             if critic_vars:  # the critics ascend the bound the encoders descend
                 critic_loss = -terms["redundancy_estimate"]
         # The first update: L1 on every variable but the critics.
         self.minimize(self._optimizers["main"], tape, terms["loss"], self.main_variables())
         if critic_vars:
-            self.minimize(self._optimizers["critic"], critic_tape, critic_loss, critic_vars)
+            self.minimize(self._optimizers["critic"], critic_tape, critic_loss, critic_vars,
+                          sources=watched)
         if self.use_second_stage:
             second_vars = self.second_stage_variables()
             with tf.GradientTape() as tape:

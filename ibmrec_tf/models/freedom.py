@@ -114,12 +114,9 @@ class FREEDOM(MultimodalRecommender):
 
     def backbone_terms(self, share, out, pos_rows, neg_rows) -> dict:
         """``freedom_modality_bpr * sum_k BPR(<x_a, z^k_pos>, <x_a, z^k_neg>)`` over the share."""
-        users = out["users"]
-        per_modality = {}
-        for name, z in zip(self.modalities, out["z_items"]):
-            per_modality[name] = losses.bpr_loss(
-                tf.reduce_sum(users * tf.gather(z, pos_rows), 1),
-                tf.reduce_sum(users * tf.gather(z, neg_rows), 1), batch_size=share.batch_size)
+        per_modality = {name: losses.bpr_on_rows(out["users"], z, pos_rows, neg_rows,
+                                                 batch_size=share.batch_size)
+                        for name, z in zip(self.modalities, out["z_items"])}
         total = self.config.freedom_modality_bpr * tf.add_n(list(per_modality.values()))
         terms = {"loss": total, "modality_bpr": total}
         for name, value in per_modality.items():

@@ -116,18 +116,13 @@ def kl_terms(config, modalities, means, scales, share) -> dict:
     return terms
 
 
-def _bpr(users, items, pos_rows, neg_rows, share):
-    return losses.bpr_loss(tf.reduce_sum(users * tf.gather(items, pos_rows), 1),
-                           tf.reduce_sum(users * tf.gather(items, neg_rows), 1),
-                           batch_size=share.batch_size)
-
-
 def unique_terms(config, head, users, z_items, pos_rows, neg_rows, share) -> dict:
     """``unique/<modality>``: each modality's BPR alone; ``unique``: the weighted sum."""
     terms = {}
     parts = head.user_parts(users)
     for name, part, z in zip(head.modalities, parts, z_items):
-        terms[f"unique/{name}"] = _bpr(part, z, pos_rows, neg_rows, share)
+        terms[f"unique/{name}"] = losses.bpr_on_rows(part, z, pos_rows, neg_rows,
+                                                     batch_size=share.batch_size)
     terms["unique"] = config.mrdib_unique_weight * tf.add_n(
         [terms[f"unique/{m}"] for m in head.modalities])
     return terms
@@ -135,8 +130,8 @@ def unique_terms(config, head, users, z_items, pos_rows, neg_rows, share) -> dic
 
 def synergy_terms(config, head, users, z_items, pos_rows, neg_rows, share) -> dict:
     """On backbones whose scores do not read the modalities: the fused modalities' BPR."""
-    value = _bpr(tf.matmul(users, head.user_map_fused), head.fused(z_items), pos_rows,
-                 neg_rows, share)
+    value = losses.bpr_on_rows(tf.matmul(users, head.user_map_fused), head.fused(z_items),
+                               pos_rows, neg_rows, batch_size=share.batch_size)
     return {"synergy_bpr": value, "synergy": config.mrdib_synergy_weight * value}
 
 

@@ -25,7 +25,8 @@ masker (the graph-level IB, :mod:`ibmrec_tf.models.ibmrec`) rescales every edge 
 before the normalization.
 
 Two options serve the MRdIB plug-in (:mod:`ibmrec_tf.models.mrdib`): ``stochastic=True`` makes
-each modality's projection a Gaussian, ``Z^k ~ N(mu_k(M^k), diag(softplus(s_k(M^k)))^2)``,
+each modality's projection a Gaussian, ``Z^k ~ N(mu_k, diag(softplus(mu_k A_k + c_k))^2)`` with
+``mu_k = MLP_k(M^k)``,
 sampled with the reparameterization in training and its mean at evaluation and export; and
 ``fusion_mlp=True`` passes the items' content ``[Z^1, ..., Z^K]`` through a small residual MLP
 before the backbone reads it, ``Z + MLP(Z)``, so that the scores can use an interaction of two
