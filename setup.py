@@ -18,7 +18,12 @@ setup(
         "absl-py>=2.1",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        # the features extra's packages are in the test extra too, so CI tests those paths
+        "test": ["pytest>=8", "hypothesis>=6.100", "keras-hub>=0.32,<0.33",
+                 "tensorflow-text==2.21.*", "scikit-learn>=1.4"],
         "plots": ["matplotlib>=3.8"],
+        # runners.extract_features: KerasHub text encoders (and tensorflow-text, their
+        # tokenizers, pinned to TensorFlow's minor version), TF-IDF with scikit-learn
+        "features": ["keras-hub>=0.32,<0.33", "tensorflow-text==2.21.*", "scikit-learn>=1.4"],
     },
 )

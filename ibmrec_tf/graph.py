@@ -36,13 +36,18 @@ def normalized_adjacency(num_users: int, num_items: int, pairs: np.ndarray) -> s
     return normalized
 
 
-def knn_graph(features: np.ndarray, k: int, *, chunk_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def knn_graph(features: np.ndarray, k: int, *, chunk_size: int = 2048,
+              missing: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each item's ``k`` nearest items by cosine similarity (Eq. 8-9); an item is its own nearest.
 
     Args:
       features: ``[num_items, dim]`` raw features of one modality.
       k: neighbours kept per item (``1 <= k <= num_items``).
       chunk_size: rows of the similarity matrix computed at a time.
+      missing: optional bool ``[num_items]``: items whose feature row is a fill. A missing
+        item is chosen as no other item's neighbour while ``k`` present items remain, and its
+        own row has similarity 0 to every neighbour (no edges; the ids are those of the
+        nearest present items, kept only so every row has ``k`` entries).
 
     Returns:
       ``(neighbors, similarity)``: int64 ``[num_items, k]`` neighbour ids, sorted by decreasing
@@ -56,10 +61,18 @@ def knn_graph(features: np.ndarray, k: int, *, chunk_size: int = 2048) -> tuple[
         raise ValueError(f"k must be in [1, {num_items}] (the number of items), got {k}")
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     unit = features / np.maximum(norms, 1e-12)
+    if missing is not None:
+        missing = np.asarray(missing, bool)
+        if missing.shape != (num_items,):
+            raise ValueError(f"missing must have shape ({num_items},), got {missing.shape}")
+        if not missing.any():
+            missing = None
     neighbors = np.empty((num_items, k), np.int64)
     similarity = np.empty((num_items, k), np.float32)
     for start in range(0, num_items, chunk_size):
         block = unit[start:start + chunk_size] @ unit.T
+        if missing is not None:
+            block[:, missing] = -2.0  # below any cosine: chosen only when nothing else is left
         rows = np.arange(block.shape[0])
         top = np.argpartition(-block, k - 1, axis=1)[:, :k]
         top_sim = np.take_along_axis(block, top, axis=1)
@@ -67,6 +80,8 @@ def knn_graph(features: np.ndarray, k: int, *, chunk_size: int = 2048) -> tuple[
         neighbors[start:start + len(rows)] = np.take_along_axis(top, order, axis=1)
         sims = np.take_along_axis(top_sim, order, axis=1)
         similarity[start:start + len(rows)] = np.clip(sims, 0.0, None)
+    if missing is not None:
+        similarity[missing] = 0.0
     return neighbors, similarity
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -35,9 +34,11 @@ def _keep_freed_memory() -> None:
 
 _keep_freed_memory()
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from ibmrec_tf import config as config_lib  # noqa: E402  (no TensorFlow import)
+from runners.cli import (STARTUP_NOISE, UsageError, has_nvidia_device,  # noqa: E402,F401
+                         import_tensorflow_quietly, run)
 
 FLAGS = flags.FLAGS
 
@@ -137,10 +138,6 @@ def _define_all() -> None:
     _define(flags.DEFINE_integer, "export_top_k", 50, "K of the SavedModel's serving_default signature.")
 
 
-class UsageError(ValueError):
-    """A flag value that cannot work; reported as one line with exit status 2."""
-
-
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise UsageError(message)
@@ -216,57 +213,6 @@ def flags_text(names=None) -> str:
         else:
             lines.append(f"--{name}={value}")
     return "\n".join(lines) + "\n"
-
-
-#: TensorFlow's start-up lines that say nothing on a machine without an NVIDIA GPU: the CUDA
-#: probe's failure, the CPU build's notices. Only whole lines holding one of these are dropped.
-STARTUP_NOISE = (
-    "All log messages before absl::InitializeLog() is called",
-    "oneDNN custom operations are on",
-    "Could not find cuda drivers on your machine",
-    "failed call to cuInit",
-    "cpu_feature_guard",
-    "This TensorFlow binary is optimized to use available CPU instructions",
-    "To enable the following instructions",
-)
-
-
-def has_nvidia_device() -> bool:
-    return os.path.exists("/dev/nvidiactl") or os.path.isdir("/proc/driver/nvidia")
-
-
-def import_tensorflow_quietly():
-    """Imports TensorFlow and lists its devices; on a machine without an NVIDIA GPU, the start-up
-    lines in ``STARTUP_NOISE`` are dropped from stderr and every other line is passed on.
-
-    TensorFlow's C++ start-up writes to file descriptor 2 before its log level applies, so
-    ``TF_CPP_MIN_LOG_LEVEL`` cannot hide them; this captures the descriptor while TensorFlow
-    imports and probes for GPUs. On a machine with one, nothing is captured: a failed CUDA probe
-    there is a real error.
-    """
-    if "tensorflow" in sys.modules or has_nvidia_device():
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-        return tf
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # the CUDA probe
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture.read().decode(errors="replace").splitlines():
-                if line.strip() and not any(noise in line for noise in STARTUP_NOISE):
-                    print(line, file=sys.stderr)
-    return tf
 
 
 def device_name() -> str:
@@ -398,52 +344,6 @@ def adopt_saved_flags(model_dir: str) -> None:
                 raise UsageError(f"{path}:{lineno}: unknown flag --{name}")
             if not FLAGS[name].present:
                 FLAGS[name].parse(value)
-
-
-def run(main: Callable) -> None:
-    """``app.run(main)`` that turns expected errors into one line on stderr and exit status 2."""
-
-    def wrapped(argv):
-        from ibmrec_tf.config import ConfigError
-        from ibmrec_tf.data import DataError
-
-        if len(argv) > 1:
-            print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)", file=sys.stderr)
-            sys.exit(2)
-        from absl import logging as absl_logging
-
-        if not FLAGS["verbosity"].present:
-            absl_logging.set_verbosity(absl_logging.WARNING)
-
-        try:
-            return main(argv)
-        except ConfigError as e:
-            print(f"error: {e.as_flag()}", file=sys.stderr)
-            sys.exit(2)
-        except (UsageError, DataError, FileExistsError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        except ValueError as e:
-            from ibmrec_tf.training import CheckpointError
-
-            if not isinstance(e, CheckpointError):
-                raise
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        except RuntimeError as e:
-            from ibmrec_tf.training import NumericalError
-
-            if not isinstance(e, NumericalError):
-                raise
-            print(f"error: {e}; training stopped, the last good checkpoint is kept in "
-                  f"{FLAGS.model_dir}/checkpoints", file=sys.stderr)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            print("interrupted: the last completed epoch's checkpoint is kept; continue with "
-                  "--resume", file=sys.stderr)
-            sys.exit(130)
-
-    app.run(wrapped)
 
 
 _define_all()

@@ -1,4 +1,16 @@
-r"""Writes a dataset folder with seeded STAND-IN item features, for scale and speed runs.
+r"""Makes dataset folders: from a raw interaction log, or with seeded stand-in item features.
+
+From a raw log (CSV, TSV or JSON lines, optionally gzipped; see :mod:`ibmrec_tf.data.raw`):
+
+    python -m runners.prepare_data --raw_interactions=reviews.json.gz --out_dir=data/mine \
+        --dataset=shop --k_core=5 --split=random
+
+writes <out_dir>/<dataset>/ with <dataset>.inter, user_ids.tsv, item_ids.tsv, dataset.json and
+README.md, after dropping repeated pairs, an optional rating threshold (--min_rating) and the
+iterated k-core filter, and prints what each step removed. Nothing is written unless every step
+succeeds.
+
+Stand-in features, for scale and speed runs:
 
     python -m runners.prepare_data --data_dir=../shared/data --dataset=sports --out_dir=data/standin
 
@@ -12,6 +24,7 @@ features of the same shapes.
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import flags
 
@@ -20,13 +33,80 @@ from runners import common
 flags.DEFINE_string("out_dir", None, "Folder to create <out_dir>/<dataset>/ in.")
 flags.DEFINE_list("standin_dims", ["image:4096", "text:1024"],
                   "modality:dimension pairs of the stand-in features (the Amazon sets' shapes).")
+flags.DEFINE_string("raw_interactions", None,
+                    "A raw interaction log (CSV, TSV or JSON lines; .gz read through) to turn "
+                    "into <out_dir>/<dataset>/; without it, stand-in features are written.")
+flags.DEFINE_enum("raw_format", "auto", ["auto", "csv", "tsv", "jsonl"],
+                  "The log's format; auto: from the extension (.csv, .tsv/.txt, .json/.jsonl).")
+flags.DEFINE_string("raw_encoding", "utf-8", "The log's text encoding.")
+flags.DEFINE_string("user_column", "reviewerID", "The log's user column (a CSV/TSV header name "
+                    "or a JSON key); the default fits the Amazon review files.")
+flags.DEFINE_string("item_column", "asin", "The log's item column.")
+flags.DEFINE_string("rating_column", "overall", "The log's rating column, used where present "
+                    "(written to the .inter file; needed by --min_rating); '' for none.")
+flags.DEFINE_string("timestamp_column", "unixReviewTime",
+                    "The log's timestamp column (seconds, or ISO dates), used where present "
+                    "(needed by --split=chronological); '' for none.")
+flags.DEFINE_float("min_rating", None, "Keep only interactions rated at least this.")
+flags.DEFINE_integer("k_core", 5, "Iterated k-core filter: drop users and items with fewer "
+                     "than this many interactions until none is left (the field's usual 5; "
+                     "0 or 1: no filter).", lower_bound=0)
+flags.DEFINE_enum("split", "random", ["random", "chronological"],
+                  "Per user: random (seeded by --seed; LATTICE's and MMHCL's protocol) or "
+                  "chronological (the latest interactions to test, as MMRec does).")
+flags.DEFINE_list("split_ratios", ["0.8", "0.1", "0.1"], "Train, valid, test shares per user.")
 FLAGS = flags.FLAGS
+
+
+def prepare_raw_log() -> None:
+    from ibmrec_tf.data import raw
+
+    if not FLAGS["dataset"].present:
+        raise common.UsageError("give --dataset=NAME, the name of the dataset folder to write")
+    try:
+        ratios = tuple(float(v) for v in FLAGS.split_ratios)
+    except ValueError:
+        raise common.UsageError(f"--split_ratios must be three numbers, got "
+                                f"{','.join(FLAGS.split_ratios)}") from None
+    if (len(ratios) != 3 or min(ratios) < 0 or ratios[0] <= 0
+            or abs(sum(ratios) - 1.0) > 1e-6):
+        raise common.UsageError(f"--split_ratios must be three non-negative shares summing to "
+                                f"1 with a positive train share, got {','.join(FLAGS.split_ratios)}")
+    name = FLAGS.dataset
+    if not name or "/" in name or name.startswith("."):
+        raise common.UsageError(f"--dataset must be a plain folder name, got {name!r}")
+    for flag in ("user_column", "item_column"):
+        if not FLAGS[flag].value:
+            raise common.UsageError(f"--{flag} must name a column")
+    prepared = raw.prepare_raw(
+        FLAGS.raw_interactions, FLAGS.out_dir, name, user_column=FLAGS.user_column,
+        item_column=FLAGS.item_column, rating_column=FLAGS.rating_column or None,
+        timestamp_column=FLAGS.timestamp_column or None, fmt=FLAGS.raw_format,
+        encoding=FLAGS.raw_encoding, min_rating=FLAGS.min_rating, k=FLAGS.k_core,
+        split=FLAGS.split, ratios=ratios, seed=FLAGS.seed, overwrite=FLAGS.overwrite,
+        command=" ".join(["python -m runners.prepare_data"] + sys.argv[1:]))
+    steps = prepared.card["steps"]
+    print(f"read {steps['rows_read']} rows ({steps['users_read']} users, {steps['items_read']} "
+          f"items); dropped {steps['duplicate_pairs_dropped']} duplicate pairs"
+          + (f", {steps['below_min_rating_dropped']} rated below {FLAGS.min_rating}"
+             if "below_min_rating_dropped" in steps else ""))
+    core = steps["k_core"]
+    print(f"{core['k']}-core filter: {len(core['rounds'])} round(s), "
+          f"{core['interactions_removed']} interactions removed")
+    for r in core["rounds"]:
+        print(f"  round {r['round']}: {r['users_removed']} users, {r['items_removed']} items, "
+              f"{r['interactions_removed']} interactions")
+    print(prepared.summary())
+    print(f"card: {os.path.join(prepared.folder, 'dataset.json')}; next: python -m "
+          f"runners.extract_features --dataset_dir={prepared.folder} --images=... --texts=...")
 
 
 def main(argv):
     del argv
     if not FLAGS.out_dir:
         raise common.UsageError("give --out_dir")
+    if FLAGS.raw_interactions:
+        return prepare_raw_log()
     dims = {}
     for spec in FLAGS.standin_dims:
         name, _, dim = spec.partition(":")

@@ -25,13 +25,26 @@ from runners import common
 FLAGS = flags.FLAGS
 
 
+#: Files only a model directory of ``runners.train`` holds; ``--overwrite`` deletes no other.
+RUN_MARKERS = ("flags.cfg", "run_info.json")
+
+
 def prepare_model_dir(model_dir: str, *, overwrite: bool, resume: bool) -> None:
     if overwrite and resume:
         raise common.UsageError("--overwrite and --resume contradict each other; pick one")
+    if resume and not os.path.isfile(os.path.join(model_dir, "flags.cfg")):
+        raise common.UsageError(f"--resume: {os.path.join(model_dir, 'flags.cfg')} not found, so "
+                                f"there is no run to continue; drop --resume to start one")
     if os.path.exists(model_dir):
         if not os.path.isdir(model_dir):
             raise common.UsageError(f"--model_dir {model_dir} exists and is not a directory")
         if overwrite:
+            if os.listdir(model_dir) and not any(
+                    os.path.exists(os.path.join(model_dir, marker)) for marker in RUN_MARKERS):
+                raise common.UsageError(
+                    f"--overwrite: {model_dir} is not a model directory of runners.train (it "
+                    f"has no flags.cfg or run_info.json), so it is left alone; remove it by hand "
+                    f"or choose another --model_dir")
             shutil.rmtree(model_dir)
         elif not resume and os.listdir(model_dir):
             raise FileExistsError(f"--model_dir {model_dir} already exists; pass --overwrite to "

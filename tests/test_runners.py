@@ -302,3 +302,28 @@ def test_benchmark_eval_study_times_the_evaluator(tmp_path):
     refused = run("benchmark", "--study=eval", "--report_only", f"--bench_dir={tmp_path}",
                   check=False)
     assert refused.returncode == 2 and "keeps no runs" in refused.stderr
+
+
+def test_bad_enum_values_exit_2_with_one_line():
+    for flag, message in (("--precision=float8", "--precision"), ("--model=foo", "--model")):
+        proc = run("train", "--dataset=synthetic", flag, check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, proc.stderr
+        assert lines[-1].startswith("error: ") and message in lines[-1], proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_overwrite_spares_folders_that_are_not_model_dirs_and_resume_needs_a_run(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep me")
+    proc = run("train", "--flagfile=flags/demo.cfg", f"--model_dir={mine}", "--epochs=1",
+               check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "is not a model directory of runners.train" in proc.stderr.strip().splitlines()[-1]
+    assert (mine / "thesis.tex").read_text() == "keep me"
+    proc = run("train", "--dataset=synthetic", f"--model_dir={tmp_path / 'fresh'}", "--resume",
+               "--epochs=1", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "there is no run to continue" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "fresh" / "flags.cfg").exists()

@@ -15,6 +15,7 @@ logger = logging.getLogger("ibmrec_tf")
 SPLITS = ("train", "valid", "test")
 STANDIN_MARKER = "STAND_IN_FEATURES"
 FEATURE_SUFFIX = "_feat.npy"
+MISSING_SUFFIX = "_missing.npy"
 
 
 class DataError(ValueError):
@@ -33,6 +34,12 @@ class Dataset:
       features: modality name -> float32 array ``[num_items, dim]``, in a fixed order.
       source: where the data came from (a folder, or ``synthetic(...)``).
       notes: warnings every run that reads this dataset must repeat (e.g. stand-in features).
+      feature_missing: modality name -> bool ``[num_items]``, True for an item whose feature row
+        is a fill, not a real feature (no image, an empty text), read from
+        ``<modality>_missing.npy``. Such an item is nobody's neighbour in that modality's kNN
+        graph and has no neighbours of its own there; it is still scored, from its ID
+        embedding, its other modalities and its interactions. Modalities without a mask are
+        complete.
     """
 
     name: str
@@ -44,6 +51,7 @@ class Dataset:
     features: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     source: str = ""
     notes: tuple[str, ...] = ()
+    feature_missing: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def split(self, name: str) -> np.ndarray:
         if name not in SPLITS:
@@ -64,14 +72,18 @@ class Dataset:
         return matrix
 
     def summary(self) -> str:
-        feats = ", ".join(f"{m} {f.shape[1]}-d" for m, f in self.features.items()) or "none"
+        feats = ", ".join(
+            f"{m} {f.shape[1]}-d" + (f" ({int(self.feature_missing[m].sum())} missing)"
+                                     if m in self.feature_missing else "")
+            for m, f in self.features.items()) or "none"
         return (f"{self.name}: {self.num_users} users, {self.num_items} items, "
                 f"train/valid/test {len(self.train)}/{len(self.valid)}/{len(self.test)}, "
                 f"features: {feats}")
 
 
 def assemble(name: str, splits: Mapping[str, np.ndarray], features: dict[str, np.ndarray], *,
-              source: str, where: str, notes: Sequence[str] = ()) -> Dataset:
+              source: str, where: str, notes: Sequence[str] = (),
+              feature_missing: Mapping[str, np.ndarray] | None = None) -> Dataset:
     """Validates splits and features against each other and builds the Dataset."""
     clean = {}
     for split in SPLITS:
@@ -108,6 +120,16 @@ def assemble(name: str, splits: Mapping[str, np.ndarray], features: dict[str, np
             user, item = divmod(int(both[0]), num_items)
             raise DataError(f"{where}: pair (user {user}, item {item}) is in both {a} and {b} "
                             f"({len(both)} such pairs)")
+    missing = {}
+    for modality, mask in (feature_missing or {}).items():
+        if modality not in features:
+            continue
+        mask = np.asarray(mask)
+        if mask.shape != (num_items,):
+            raise DataError(f"{source}: {modality}{MISSING_SUFFIX} has shape {mask.shape}, "
+                            f"expected ({num_items},) (one flag per item)")
+        if mask.any():
+            missing[modality] = mask.astype(bool)
     return Dataset(name=name, num_users=num_users, num_items=num_items, train=clean["train"],
                    valid=clean["valid"], test=clean["test"], features=features, source=source,
-                   notes=tuple(notes))
+                   notes=tuple(notes), feature_missing=missing)

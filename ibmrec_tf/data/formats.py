@@ -7,6 +7,9 @@ optionally, one ``<modality>_feat.npy`` per item modality:
   and ``x_label`` (0 = train, 1 = valid, 2 = test). Extra columns (rating, timestamp) are
   ignored.
 * ``5-core/{train,val,test}.json``: a JSON mapping of user id (a string) to a list of item ids.
+* ``<modality>_missing.npy`` (optional, beside a feature file): a bool ``[num_items]`` mask of
+  the items whose feature row is a fill (``runners.extract_features`` writes it); see
+  :attr:`Dataset.feature_missing`.
 
 When both are present the ``.inter`` file is read (``fmt='auto'``). Ids are 0-based and
 contiguous. Every problem found is raised as :class:`DataError` with one line naming the file,
@@ -23,8 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ibmrec_tf.data.dataset import (FEATURE_SUFFIX, SPLITS, STANDIN_MARKER, DataError, Dataset,
-                                    assemble)
+from ibmrec_tf.data.dataset import (FEATURE_SUFFIX, MISSING_SUFFIX, SPLITS, STANDIN_MARKER,
+                                    DataError, Dataset, assemble)
 
 _JSON_FILES = {"train": "train.json", "valid": "val.json", "test": "test.json"}
 
@@ -74,13 +77,15 @@ def load_dataset(data_dir: str, name: str, *, modalities: Sequence[str] | None =
             source_files.append(path)
 
     features = read_features(folder, modalities)
+    missing = read_missing_masks(folder, features)
     notes = []
     if os.path.exists(os.path.join(folder, STANDIN_MARKER)):
         with open(os.path.join(folder, STANDIN_MARKER)) as f:
             first = f.readline().strip()
         notes.append(f"{folder} holds STAND-IN item features, not the real ones"
                      + (f" ({first})" if first else ""))
-    return assemble(name, splits, features, source=folder, where=source_files[0], notes=notes)
+    return assemble(name, splits, features, source=folder, where=source_files[0], notes=notes,
+                    feature_missing=missing)
 
 
 def read_inter(path: str) -> dict[str, np.ndarray]:
@@ -186,6 +191,26 @@ def read_features(folder: str, modalities: Sequence[str] | None) -> dict[str, np
                             f"(present: {present or 'none'})")
         features[modality] = read_feature_file(path)
     return features
+
+
+def read_missing_masks(folder: str, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The ``<modality>_missing.npy`` mask of each read modality that has one (bool, one flag
+    per feature row)."""
+    masks = {}
+    for modality, array in features.items():
+        path = os.path.join(folder, modality + MISSING_SUFFIX)
+        if not os.path.exists(path):
+            continue
+        try:
+            mask = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise DataError(f"{path}: not a valid .npy file ({str(e).splitlines()[0]})") from None
+        if mask.dtype != np.bool_ or mask.shape != (array.shape[0],):
+            raise DataError(f"{path}: expected a bool array of shape ({array.shape[0]},) (one "
+                            f"flag per row of {modality}{FEATURE_SUFFIX}), found {mask.dtype} "
+                            f"{mask.shape}")
+        masks[modality] = mask
+    return masks
 
 
 def read_feature_file(path: str) -> np.ndarray:

@@ -9,7 +9,8 @@ paper leaves a detail open following its public implementation (MMRec's ``freedo
   (every row of a kNN graph has degree ``k``, so ``D^-1/2 A D^-1/2`` over row degrees is
   ``A / k``), and fused with fixed weights: ``freedom_image_weight`` for the image modality,
   the rest shared equally by the others (equal weights without an image modality). Built once
-  from the raw features; nothing in it is trained.
+  from the raw features; nothing in it is trained. An item whose feature is missing in a
+  modality (``Dataset.feature_missing``) has no edges in that modality's part.
 * **Degree-sensitive edge pruning.** Before every epoch, ``1 - freedom_dropout`` of the
   training interactions are kept, drawn without replacement with probabilities proportional
   to ``1 / sqrt(d_u d_i)`` (:func:`graph.degree_sensitive_prune`), and the kept edges are
@@ -65,9 +66,13 @@ class FREEDOM(MultimodalRecommender):
         self.fixed_modality_weights = freedom_modality_weights(self.modalities,
                                                                config.freedom_image_weight)
         k = config.knn_k
+        # An item whose feature is a fill in a modality has no edges in that modality's block
+        # (Dataset.feature_missing): its row keeps only the other modalities' shares.
+        present = [~dataset.feature_missing.get(m, np.zeros(self.num_items, bool))
+                   for m in self.modalities]
         self._frozen_values = tf.constant(np.concatenate(
-            [np.full((self.num_items, k), w / k, np.float32)
-             for w in self.fixed_modality_weights], axis=1))
+            [np.full((self.num_items, k), w / k, np.float32) * keep[:, None].astype(np.float32)
+             for w, keep in zip(self.fixed_modality_weights, present)], axis=1))
         self.train_pairs = np.unique(np.asarray(dataset.train, np.int64), axis=0)
         self.keep_edges = int(len(self.train_pairs) * (1.0 - config.freedom_dropout))
         self.pruned_graph = None

@@ -131,8 +131,11 @@ class MultimodalRecommender(Recommender):
         if self.item_item_graph:
             if config.knn_k >= self.num_items:
                 raise ValueError(f"knn_k={config.knn_k} must be < the number of items {self.num_items}")
-            neighbors, similarity = zip(*(graph_lib.knn_graph(dataset.features[m], config.knn_k)
-                                          for m in self.modalities))
+            # An item whose feature is a fill (Dataset.feature_missing) has no edges in that
+            # modality's graph and is nobody's neighbour there.
+            neighbors, similarity = zip(*(graph_lib.knn_graph(
+                dataset.features[m], config.knn_k, missing=dataset.feature_missing.get(m))
+                for m in self.modalities))
             table = np.concatenate(neighbors, axis=1)
             self._knn = PerDevice((tf.constant(table.astype(np.int32)),
                                    [tf.constant(s) for s in similarity]))
