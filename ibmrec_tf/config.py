@@ -209,7 +209,9 @@ class ModelConfig(Config):
     second_stage: bool | None = option(None, "IBMRec: the second update, InfoNCE(c_a, z_i) on C "
                                        "and Z; default: wherever the backbone has C (vbpr, "
                                        "vlightgcn, vlattice).")
-    hsic_items: int = option(256, "IBMRec: distinct batch items the HSIC terms use (0 = all).",
+    hsic_items: int = option(256, "IBMRec and MRdIB: how many of the batch's distinct items, "
+                             "drawn uniformly (seeded by the step), the HSIC and DV terms use "
+                             "(0 = all).",
                              check=non_negative)
     alpha: float = option(1.0, "IBMRec: FIB coefficient (Eq. 30).", check=non_negative)
     sigma2_fib: float = option(0.2, "IBMRec: RBF kernel width sigma^2 of the FIB HSIC.",

@@ -195,3 +195,70 @@ def test_export_and_reload_gives_identical_scores(small, tmp_path):
         user_ids=tf.constant([0, 17, 89], tf.int64))["scores"].numpy()
     expected = model(tf.constant([0, 17, 89])).numpy()
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def skewed():
+    """500 items with popularity skew: a batch's positives are popular, its negatives uniform."""
+    from ibmrec_tf.data import TripletSampler, make_synthetic
+    data = make_synthetic(seed=1, num_users=200, num_items=500, interactions_per_user=10,
+                          modality_dims={"image": 12, "text": 10})
+    return data, next(iter(TripletSampler(data, 0).epoch_dataset(1, 512)))
+
+
+def test_hsic_sample_is_uniform_over_the_batch_distinct_items(skewed):
+    """The HSIC terms' items are drawn uniformly from the batch's distinct items, negatives
+    included (a frequency test), as a pure function of the step, with the rows remapped."""
+    data, batch = skewed
+    model = _ibmrec(data, hsic_items=32)
+    items, pos_rows, neg_rows = model.batch_items(batch)
+    items_np = items.numpy()
+    negative_only = ~np.isin(items_np, batch["pos"].numpy())
+    degree = np.bincount(data.train[:, 1], minlength=data.num_items)[items_np]
+    p, mean_degree = negative_only.mean(), degree.mean()
+    assert 0.1 < p < 0.9  # the batch has both kinds
+    # tf.unique's first-occurrence order (the old sample) is all positives
+    assert not negative_only[:32].any()
+    drawn_negative, drawn_degree, draws = 0, 0.0, 0
+    steps = 150
+    for step in range(steps):
+        model.optimizers["main"].iterations.assign(step)
+        shuffled, pos_s, neg_s = model.hsic_sample(items, pos_rows, neg_rows)
+        np.testing.assert_array_equal(tf.gather(shuffled, pos_s), batch["pos"])
+        np.testing.assert_array_equal(tf.gather(shuffled, neg_s), batch["neg"])
+        sample = shuffled.numpy()[:32]
+        assert len(set(sample)) == 32
+        chosen = np.isin(items_np, sample)
+        drawn_negative += negative_only[chosen].sum()
+        drawn_degree += degree[chosen].sum()
+        draws += 32
+    # without replacement within a step the variance is below the binomial's: conservative
+    z_negative = (drawn_negative / draws - p) / np.sqrt(p * (1 - p) / draws)
+    z_degree = (drawn_degree / draws - mean_degree) / (degree.std() / np.sqrt(draws))
+    assert abs(z_negative) < 4.5 and abs(z_degree) < 4.5, (z_negative, z_degree)
+    model.optimizers["main"].iterations.assign(7)
+    first = model.hsic_sample(items, pos_rows, neg_rows)[0].numpy()
+    np.testing.assert_array_equal(first, model.hsic_sample(items, pos_rows, neg_rows)[0])
+    model.optimizers["main"].iterations.assign(8)
+    assert (model.hsic_sample(items, pos_rows, neg_rows)[0].numpy() != first).any()
+
+
+def test_fib_reads_the_sampled_items(skewed):
+    """FIB's HSIC equals the HSIC of Z and M computed directly on the sampled items."""
+    from ibmrec_tf import losses
+
+    data, batch = skewed
+    model = _ibmrec(data, hsic_items=32, sigma2_fib=0.3)
+    model.optimizers["main"].iterations.assign(5)
+    terms = model.compute_losses(batch, training=True)
+    sample = model.hsic_sample(*model.batch_items(batch))[0][:32]
+    backbone = model.backbone
+    raw = [tf.gather(m, sample) for m in backbone.raw_features]
+    z = backbone.projection(raw)
+    expected = sum(losses.hsic_rbf(zk, mk, 0.3).numpy() for zk, mk in zip(z, raw))
+    assert terms["hsic_fib"].numpy() == pytest.approx(expected, rel=1e-5)
+    first = model.batch_items(batch)[0][:32]  # the old sample gives another value
+    old = sum(losses.hsic_rbf(zk, mk, 0.3).numpy() for zk, mk in zip(
+        backbone.projection([tf.gather(m, first) for m in backbone.raw_features]),
+        [tf.gather(m, first) for m in backbone.raw_features]))
+    assert abs(old - expected) > 1e-4 * abs(expected)

@@ -45,6 +45,8 @@ from ibmrec_tf.models.freedom import FREEDOM
 from ibmrec_tf.models.multimodal import BACKBONES as _MULTIMODAL
 
 BACKBONES = {**_MULTIMODAL, "freedom": FREEDOM}
+#: offset of the HSIC sample's seed among a step's stateless samples (a prime, as the others)
+_HSIC_SAMPLE_SEED_OFFSET = 15485863
 
 
 def _resolve(requested: bool | None, supported: bool, what: str, backbone: str, needs: str) -> bool:
@@ -92,10 +94,10 @@ class DenoisedRecommender(Recommender):
                 critic_hidden=config.mrdib_critic_hidden,
                 fusion_mlp=config.mrdib_fusion_mlp, name="mrdib")
             self.backbone.noise_seed_fn = lambda: self.step_seed(7919)
-        if self.use_gib or self.use_mrdib:
-            # Seeds the stateless samples (edge masks, projection noise, shuffles) together
-            # with the step counter, so the samples are a pure function of (seed, step) and a
-            # resumed run draws the same ones.
+        if self.use_gib or self.use_mrdib or self.use_fib:
+            # Seeds the stateless samples (edge masks, projection noise, the HSIC sample,
+            # shuffles) together with the step counter, so the samples are a pure function of
+            # (seed, step) and a resumed run draws the same ones.
             self.sampling_seed = self.add_weight(
                 shape=(), dtype="int32", trainable=False, name="sampling_seed",
                 initializer=keras.initializers.Constant(int(np.random.randint(0, 2**31 - 1))))
@@ -105,6 +107,24 @@ class DenoisedRecommender(Recommender):
         return tf.stack([tf.cast(tf.convert_to_tensor(self.sampling_seed), tf.int32) + offset,
                          tf.cast(tf.convert_to_tensor(self._optimizers["main"].iterations),
                                  tf.int32)])
+
+    def hsic_sample(self, items, pos_rows, neg_rows):
+        """The batch's distinct items in a seeded random order, with the rows remapped.
+
+        The batch-level terms (FIB, GIB, MRdIB's redundancy) read the first ``hsic_items`` of
+        ``items``; after this shuffle those are a uniform sample without replacement of the
+        batch's distinct items, positives and negatives alike. (``tf.unique`` keeps the
+        first-occurrence order, positives first, so without it the sample was the batch's
+        positives: popular items, no negatives.) A pure function of ``(seed, step)``, the same
+        on every replica. With ``hsic_items=0`` (every item) the order is left as it is.
+        """
+        if self.config.hsic_items <= 0:
+            return items, pos_rows, neg_rows
+        order = tf.argsort(tf.random.stateless_uniform(
+            tf.shape(items), seed=self.step_seed(_HSIC_SAMPLE_SEED_OFFSET)))
+        inverse = tf.math.invert_permutation(order)
+        return (tf.gather(items, order), tf.gather(inverse, pos_rows),
+                tf.gather(inverse, neg_rows))
 
     def on_epoch_start(self, epoch: int, seed: int) -> None:
         self.backbone.on_epoch_start(epoch, seed)
@@ -188,13 +208,15 @@ class DenoisedRecommender(Recommender):
         """
         backbone, config = self.backbone, self.config
         share, users, items, pos_rows, neg_rows = self.replica_batch(batch)
+        if self.use_fib or self.use_gib or self.use_mrdib:
+            items, pos_rows, neg_rows = self.hsic_sample(items, pos_rows, neg_rows)
         out, extras = self._forward(users, items, training)
         terms = backbone.add_backbone_terms(self._bpr_terms(share, out, pos_rows, neg_rows),
                                             share, out, pos_rows, neg_rows)
         added = []
         n = tf.shape(items)[0] if config.hsic_items <= 0 else \
             tf.minimum(tf.shape(items)[0], config.hsic_items)
-        hsic_items = items[:n]  # distinct, in the shuffled batch's order
+        hsic_items = items[:n]  # a uniform sample of the batch's distinct items
         if self.use_fib:
             terms.update(ibmrec_terms.fib_terms(
                 config, [z[:n] for z in out["z_items"]],

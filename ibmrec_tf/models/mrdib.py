@@ -29,7 +29,7 @@ trains these terms on a backbone is :class:`~ibmrec_tf.models.denoised.MRdIB`
   lower the estimate). ``hsic``: the project's RBF HSIC between the two modalities, which needs
   no critic (reading: the notes' second estimator; minimizing a lower bound does not guarantee
   less dependence, minimizing HSIC does). Weight ``mrdib_redundancy_weight``; over the first
-  ``hsic_items`` distinct items of the batch, as IBMRec's HSIC terms.
+  ``hsic_items`` distinct items of the batch drawn uniformly, as IBMRec's HSIC terms.
 * **Synergistic information** (reported: the fused representation predicts the target). The
   backbone's own loss on the sampled representations; ``mrdib_fusion_mlp`` adds a residual
   MLP (:class:`~ibmrec_tf.layers.FusionMLP`) over the concatenated modalities before the
