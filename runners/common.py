@@ -82,25 +82,31 @@ def define_config_flags(cls) -> None:
 
 
 def _config_from_flags(cls, **overrides):
+    values = {field.name: FLAGS[field.name].value for field in config_lib.flag_fields(cls)}
+    values.update(overrides)
+    return config_values(cls, values)
+
+
+def config_values(cls, values: dict):
+    """Config ``cls`` from flag values (lists as absl gives them), checked: a bad value is a
+    UsageError naming the flag."""
     import typing
 
-    values = {}
     types = cls.field_types()
-    for field in config_lib.flag_fields(cls):
-        value = FLAGS[field.name].value
+    converted = {}
+    for name, value in values.items():
         if isinstance(value, list):
-            item_type = typing.get_args(types[field.name])
+            item_type = typing.get_args(types[name])
             item_type = next((t for t in item_type if t not in (type(None), Ellipsis)), str)
             item_type = typing.get_args(item_type)[0] if typing.get_args(item_type) else item_type
             try:
                 value = tuple(item_type(v) for v in value)
             except ValueError:
-                raise UsageError(f"--{field.name} must be a comma-separated list of "
+                raise UsageError(f"--{name} must be a comma-separated list of "
                                  f"{item_type.__name__} values, got {','.join(value)}") from None
-        values[field.name] = value
-    values.update(overrides)
+        converted[name] = value
     try:
-        return cls(**values)
+        return cls(**converted)
     except config_lib.ConfigError as e:
         raise UsageError(e.as_flag()) from None
 
@@ -157,11 +163,22 @@ def check_flags() -> None:
     _check(f.cpu_replicas >= 0, f"--cpu_replicas must be >= 0, got {f.cpu_replicas}")
     _check(f.cpu_replicas == 0 or f.distribution_strategy != "off",
            "--cpu_replicas needs --distribution_strategy=mirrored or multi_worker_mirrored")
-    if f.model not in ("ibmrec", "ibmrec_mrdib"):
-        for name in ("fib", "gib", "second_stage"):
-            _check(f[name].value is None, f"--{name} applies to --model=ibmrec and ibmrec_mrdib "
-                   f"only (got --model={f.model})")
-    data_config(), model_config(), train_config()
+    data_config(), train_config()
+    check_model_settings(f.model, model_config())
+
+
+def check_model_settings(model: str, config) -> None:
+    """The library's check that every setting ``model`` does not read is at its default
+    (:func:`ibmrec_tf.models.check_settings`), as a one-line flag error."""
+    import_tensorflow_quietly()  # the models import TensorFlow
+    from ibmrec_tf.models import check_settings
+
+    try:
+        check_settings(model, config)
+    except config_lib.ConfigError as e:
+        raise UsageError(e.as_flag().replace(f"model {model}", f"--model={model}", 1)) from None
+    except ValueError as e:  # a term asked for where the backbone has no place for it
+        raise UsageError(str(e)) from None
 
 
 def parse_ks() -> tuple[int, ...]:

@@ -66,14 +66,14 @@ def compare(data, model_config, train_config, strategies, model_name, args, epoc
     import keras
 
     from ibmrec_tf.data import TripletSampler
-    from ibmrec_tf.models import build_model
+    from ibmrec_tf.models import build_model, without_unread
     from ibmrec_tf.training import Trainer
 
     def build(strategy):
         keras.utils.set_random_seed(11)
         scope = strategy.scope() if strategy else tf.distribute.get_strategy().scope()
         with scope:
-            return build_model(model_name, data, model_config)
+            return build_model(model_name, data, without_unread(model_name, model_config))
 
     epochs = args.epochs if epochs is None else epochs
     out = {"case": f"{model_name}:{train_config.optimizer}",

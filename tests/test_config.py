@@ -113,3 +113,67 @@ def test_projection_weights_are_its_own_under_a_dtype_policy():
     out = layer([tf.ones([2, 6]), tf.ones([2, 4])])
     assert [o.dtype for o in out] == [tf.float32, tf.float32]
     assert config_lib.COMPUTE_DTYPES["mixed_bfloat16"] == layer.compute_dtype
+
+
+@pytest.mark.parametrize("name, settings, field", [
+    ("vlattice", {"alpha": 3.0}, "alpha"),
+    ("lightgcn", {"backbone": "vbpr"}, "backbone"),
+    ("ibmrec", {"mrdib_kl_weight": 1.0}, "mrdib_kl_weight"),
+    ("vbpr", {"knn_k": 5}, "knn_k"),
+    ("bprmf", {"n_layers": 3}, "n_layers"),
+    ("ibmrec", {"backbone": "vbpr", "beta": 2.0}, "beta"),  # no item graph, no GIB
+    ("ibmrec", {"gib": False, "mask_temperature": 0.2}, "mask_temperature"),
+    ("mrdib", {"mrdib_redundancy_estimator": "hsic", "mrdib_critic_hidden": 8},
+     "mrdib_critic_hidden"),
+    ("mrdib", {"backbone": "vbpr", "mrdib_synergy_weight": 1.0}, "mrdib_synergy_weight"),
+])
+def test_a_setting_the_model_does_not_read_is_refused(name, settings, field):
+    from ibmrec_tf.config import ConfigError
+    from ibmrec_tf.data import make_synthetic
+    from ibmrec_tf.models import ModelConfig, build_model, check_settings, without_unread
+
+    config = ModelConfig(**settings)
+    with pytest.raises(ConfigError) as info:
+        check_settings(name, config)
+    assert info.value.field == field and "is not read by model" in str(info.value)
+    data = make_synthetic(seed=0, num_users=20, num_items=15, interactions_per_user=4,
+                          modality_dims={"image": 8, "text": 8})
+    with pytest.raises(ConfigError):
+        build_model(name, data, config)
+    check_settings(name, without_unread(name, config))  # the shared setting, made acceptable
+
+
+def test_every_setting_is_read_by_some_model_and_the_reads_are_fields():
+    import dataclasses
+    import itertools
+
+    from ibmrec_tf.models import MODELS, ModelConfig, settings_read
+
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    read = set()
+    for name, backbone, estimator in itertools.product(
+            MODELS, ("vbpr", "vlightgcn", "lattice", "vlattice", "freedom"), ("dv", "hsic")):
+        got = settings_read(name, ModelConfig(backbone=backbone,
+                                              mrdib_redundancy_estimator=estimator))
+        assert got <= fields, got - fields
+        read |= got
+    assert read == fields, fields - read
+
+
+def test_every_flagfile_is_read_whole_by_its_model():
+    """Each flagfile's settings are all read by its model (checked in a fresh process, whose
+    flags each file sets afresh)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = ("import sys\nfrom runners import common\nF = common.FLAGS\n"
+              "for p in sys.argv[1:]:\n"
+              "    F.unparse_flags(); F(['x', '--flagfile=' + p])\n"
+              "    common.check_model_settings(F.model, common.model_config())\n"
+              "print('ok')\n")
+    paths = [str(p) for p in sorted((ROOT / "flags").glob("*.cfg"))]
+    proc = subprocess.run([sys.executable, "-c", script, *paths], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr

@@ -15,7 +15,7 @@ import tensorflow as tf
 import keras
 
 from ibmrec_tf.data import TripletSampler, make_synthetic
-from ibmrec_tf.models import ModelConfig, build_model
+from ibmrec_tf.models import ModelConfig, build_model, without_unread
 
 CASES = [("vbpr", {}), ("vlightgcn", {}),
          ("vlattice", {"item_layers": 2}),
@@ -42,7 +42,7 @@ def _pair(small, name, overrides):
         config = dataclasses.replace(ModelConfig(embedding_dim=8, knn_k=4, n_layers=2,
                                                  hsic_items=0),
                                      straightforward=straightforward, **overrides)
-        model = build_model(name, small, config)
+        model = build_model(name, small, without_unread(name, config))
         model.create_optimizers(1e-2)
         models.append(model)
     fast, plain = models

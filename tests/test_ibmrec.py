@@ -10,14 +10,14 @@ import keras
 from ibmrec_tf import export, graph as graph_lib
 from ibmrec_tf.data import DataError
 from ibmrec_tf.layers import EdgeMasker
-from ibmrec_tf.models import ModelConfig, build_model
+from ibmrec_tf.models import ModelConfig, build_model, without_unread
 from ibmrec_tf.models.ibmrec import relaxed_bernoulli_sample
 
 
 def _ibmrec(small, **overrides):
     keras.utils.set_random_seed(0)
     config = dataclasses.replace(ModelConfig(embedding_dim=8, knn_k=4, hsic_items=0), **overrides)
-    model = build_model("ibmrec", small, config)
+    model = build_model("ibmrec", small, without_unread("ibmrec", config))
     model.create_optimizers(1e-2)
     return model
 
@@ -25,7 +25,7 @@ def _ibmrec(small, **overrides):
 @pytest.mark.parametrize("name", ["vbpr", "vlightgcn", "lattice", "vlattice"])
 def test_backbones_forward_rows_equal_full_rows(small, name):
     keras.utils.set_random_seed(0)
-    model = build_model(name, small, ModelConfig(embedding_dim=8, knn_k=4))
+    model = build_model(name, small, without_unread(name, ModelConfig(embedding_dim=8, knn_k=4)))
     users, items = model.final_embeddings()
     width = 8 * (1 + (2 if model.content else 0))
     assert users.shape == (90, width) and items.shape == (60, width)

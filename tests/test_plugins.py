@@ -8,13 +8,13 @@ import tensorflow as tf
 
 from ibmrec_tf import graph as graph_lib, losses
 from ibmrec_tf.layers import PairCritic
-from ibmrec_tf.models import ModelConfig, build_model
+from ibmrec_tf.models import ModelConfig, build_model, without_unread
 
 
 def _model(small, name, **overrides):
     keras.utils.set_random_seed(0)
-    model = build_model(name, small, ModelConfig(embedding_dim=8, knn_k=4, hsic_items=0,
-                                                 **overrides))
+    model = build_model(name, small, without_unread(name, ModelConfig(
+        embedding_dim=8, knn_k=4, hsic_items=0, **overrides)))
     model.create_optimizers(1e-2)
     return model
 

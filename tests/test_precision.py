@@ -7,7 +7,7 @@ import keras
 
 from ibmrec_tf.data import TripletSampler, make_synthetic
 from ibmrec_tf.evaluation import Evaluator
-from ibmrec_tf.models import ModelConfig, build_model
+from ibmrec_tf.models import ModelConfig, build_model, without_unread
 from ibmrec_tf.training import TrainConfig, Trainer
 
 
@@ -19,7 +19,8 @@ def data():
 
 def _fit(data, tmp_path, name, precision):
     keras.utils.set_random_seed(7)
-    model = build_model(name, data, ModelConfig(embedding_dim=16, knn_k=5, precision=precision))
+    model = build_model(name, data, without_unread(name, ModelConfig(
+        embedding_dim=16, knn_k=5, precision=precision)))
     config = TrainConfig(epochs=3, batch_size=256, learning_rate=5e-3, patience=50, seed=3,
                          verbose=0)
     return model, Trainer(model, data, config, str(tmp_path / f"{name}-{precision}")).fit()

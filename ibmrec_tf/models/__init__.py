@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+from ibmrec_tf.config import ConfigError
 from ibmrec_tf.data import Dataset, DataError
 from ibmrec_tf.models.base import ModelConfig, Recommender
 from ibmrec_tf.models.cf import BPRMF, LightGCN
@@ -23,10 +26,55 @@ MODELS = {
 }
 
 
-def build_model(name: str, dataset: Dataset, config: ModelConfig) -> Recommender:
-    """Builds the model registered as ``name`` for ``dataset``."""
+def check_settings(name: str, config: ModelConfig) -> None:
+    """Refuses a setting that model ``name`` does not read but that differs from its default.
+
+    Each model declares the :class:`ModelConfig` fields it reads (``settings_read``: the
+    backbone's, and each denoiser's as far as its terms apply on that backbone), so that a
+    value that would change nothing (``alpha`` for VLATTICE, ``knn_k`` for VBPR, an MRdIB weight
+    for IBMRec) is an error, not a run that silently ignores it.
+
+    Raises:
+      ConfigError: naming the first such field (the runners' flag), the model and its default.
+    """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    cls = MODELS[name]
+    read = cls.settings_read(config)
+    defaults = ModelConfig()
+    for field in dataclasses.fields(ModelConfig):
+        value, default = getattr(config, field.name), getattr(defaults, field.name)
+        if field.name not in read and value != default:
+            model = name + (f" on backbone {config.backbone}"
+                            if issubclass(cls, DenoisedRecommender) else "")
+            raise ConfigError(field.name, f"is not read by model {model} (leave it at its "
+                              f"default, {default!r})", value)
+
+
+def without_unread(name: str, config: ModelConfig) -> ModelConfig:
+    """``config`` with every setting model ``name`` does not read reset to its default: one
+    shared setting for several models (a study's flagfile, a test's), made acceptable to each."""
+    read = settings_read(name, config)
+    defaults = ModelConfig()
+    return config.replace(**{f.name: getattr(defaults, f.name)
+                             for f in dataclasses.fields(ModelConfig) if f.name not in read})
+
+
+def settings_read(name: str, config: ModelConfig) -> frozenset[str]:
+    """The :class:`ModelConfig` fields model ``name`` reads under ``config``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[name].settings_read(config)
+
+
+def build_model(name: str, dataset: Dataset, config: ModelConfig) -> Recommender:
+    """Builds the model registered as ``name`` for ``dataset``.
+
+    Raises:
+      ConfigError: a setting the model does not read is not at its default
+        (:func:`check_settings`).
+    """
+    check_settings(name, config)
     cls = MODELS[name]
     if cls.multimodal and not dataset.features:
         raise DataError(f"model {name!r} needs item features, but dataset {dataset.name!r} "
@@ -34,6 +82,7 @@ def build_model(name: str, dataset: Dataset, config: ModelConfig) -> Recommender
     return cls(dataset, config, name=name)
 
 
-__all__ = ["MODELS", "build_model", "ModelConfig", "Recommender", "BPRMF", "LightGCN", "VBPR",
+__all__ = ["MODELS", "build_model", "check_settings", "settings_read",
+           "without_unread", "ModelConfig", "Recommender", "BPRMF", "LightGCN", "VBPR",
            "VLightGCN", "LATTICE", "VLATTICE", "FREEDOM", "IBMRec", "MRdIB", "IBMRecMRdIB",
            "DenoisedRecommender", "MultimodalRecommender"]

@@ -23,6 +23,16 @@ class Recommender(keras.Model):
     #: whether the model needs item features
     multimodal = False
 
+    #: The :class:`ModelConfig` fields every model reads; a model adds its own in
+    #: :meth:`settings_read`, and a field no part of the chosen model reads must stay at its
+    #: default (:func:`ibmrec_tf.models.check_settings`).
+    SETTINGS: tuple[str, ...] = ("embedding_dim", "reg_weight", "init_stddev", "precision")
+
+    @classmethod
+    def settings_read(cls, config: ModelConfig) -> frozenset[str]:
+        """The settings (``ModelConfig`` field names) this model reads under ``config``."""
+        return frozenset(cls.SETTINGS)
+
     def __init__(self, num_users: int, num_items: int, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
         self.num_users = int(num_users)

@@ -27,6 +27,8 @@ class BPRMF(Recommender):
 class LightGCN(Recommender):
     """LightGCN: ``[X; Y] = mean_l (D^-1/2 A D^-1/2)^l [P; Q]`` (Eq. 4-7), ``r_ai = <x_a, y_i>``."""
 
+    SETTINGS = Recommender.SETTINGS + ("n_layers",)
+
     def __init__(self, dataset: Dataset, config: ModelConfig, **kwargs):
         super().__init__(dataset.num_users, dataset.num_items, config, **kwargs)
         self.user_item_graph = CSRGraph(graph_lib.normalized_adjacency(

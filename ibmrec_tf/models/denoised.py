@@ -62,22 +62,61 @@ class DenoisedRecommender(Recommender):
     #: the denoisers this model plugs in: a subset of ``('ibmrec', 'mrdib')``
     denoisers: tuple[str, ...] = ()
 
+    @classmethod
+    def terms_used(cls, config: ModelConfig) -> dict[str, bool]:
+        """Which of IBMRec's terms apply (``fib``, ``gib``, ``second_stage``) and whether MRdIB
+        does (``mrdib``), for ``config.backbone``; ``None`` settings resolve to "wherever the
+        backbone supports it"; an explicit ``True`` where unsupported is a ``ValueError``."""
+        backbone = BACKBONES[config.backbone]
+        ibmrec = "ibmrec" in cls.denoisers
+
+        return {"fib": ibmrec and _resolve(
+                    config.fib, backbone.projects_modalities(), "FIB", config.backbone,
+                    "modality projections (vbpr, vlightgcn, vlattice, freedom)"),
+                "gib": ibmrec and _resolve(
+                    config.gib, backbone.item_item_graph, "GIB", config.backbone,
+                    "an item-item graph (lattice, vlattice, freedom)"),
+                "second_stage": ibmrec and _resolve(
+                    config.second_stage, backbone.content, "the second stage", config.backbone,
+                    "user content embeddings C (vbpr, vlightgcn, vlattice)"),
+                "mrdib": "mrdib" in cls.denoisers}
+
+    @classmethod
+    def settings_read(cls, config: ModelConfig) -> frozenset[str]:
+        """The backbone's settings (and its projection's where a denoiser needs one), then each
+        denoiser's, as far as its terms apply on that backbone."""
+        if config.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {config.backbone!r}; choose one of {sorted(BACKBONES)}")
+        backbone = BACKBONES[config.backbone]
+        used = cls.terms_used(config)
+        projection = backbone.projects_modalities() or used["gib"] or used["mrdib"]
+        read = set(backbone.settings_read(config, projection=projection)) | {"backbone"}
+        if "ibmrec" in cls.denoisers:
+            read |= {"fib", "gib", "second_stage"}
+        if used["fib"]:
+            read |= {"alpha", "sigma2_fib", "hsic_items"}
+        if used["gib"]:
+            read |= {"beta", "sigma2_gib", "mask_temperature", "hard_mask", "masker_hidden",
+                     "hsic_items"}
+        if used["second_stage"]:
+            read.add("tau")
+        if used["mrdib"]:
+            read |= {"mrdib_kl_weight", "mrdib_unique_weight", "mrdib_redundancy_weight",
+                     "mrdib_redundancy_estimator", "mrdib_fusion_mlp", "hsic_items"}
+            read.add("mrdib_critic_hidden" if config.mrdib_redundancy_estimator == "dv"
+                     else "sigma2_fib")
+            if not backbone.content:
+                read.add("mrdib_synergy_weight")
+        return frozenset(read)
+
     def __init__(self, dataset: Dataset, config: ModelConfig, **kwargs):
         super().__init__(dataset.num_users, dataset.num_items, config, **kwargs)
         if config.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {config.backbone!r}; choose one of {sorted(BACKBONES)}")
         cls = BACKBONES[config.backbone]
-        ibmrec = "ibmrec" in self.denoisers
-        self.use_fib = ibmrec and _resolve(
-            config.fib, cls.projects_modalities(), "FIB", config.backbone,
-            "modality projections (vbpr, vlightgcn, vlattice, freedom)")
-        self.use_gib = ibmrec and _resolve(
-            config.gib, cls.item_item_graph, "GIB", config.backbone,
-            "an item-item graph (lattice, vlattice, freedom)")
-        self.use_second_stage = ibmrec and _resolve(
-            config.second_stage, cls.content, "the second stage", config.backbone,
-            "user content embeddings C (vbpr, vlightgcn, vlattice)")
-        self.use_mrdib = "mrdib" in self.denoisers
+        used = self.terms_used(config)
+        self.use_fib, self.use_gib = used["fib"], used["gib"]
+        self.use_second_stage, self.use_mrdib = used["second_stage"], used["mrdib"]
         self.backbone = cls(dataset, config, need_projection=self.use_gib or self.use_mrdib,
                             stochastic=self.use_mrdib,
                             fusion_mlp=self.use_mrdib and config.mrdib_fusion_mlp,

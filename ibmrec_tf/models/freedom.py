@@ -61,6 +61,11 @@ class FREEDOM(MultimodalRecommender):
     def projects_modalities(cls) -> bool:
         return True
 
+    @classmethod
+    def settings_read(cls, config, *, projection: bool | None = None) -> frozenset[str]:
+        return super().settings_read(config, projection=projection) | {
+            "freedom_dropout", "freedom_image_weight", "freedom_modality_bpr"}
+
     def __init__(self, dataset: Dataset, config: ModelConfig, **kwargs):
         super().__init__(dataset, config, **kwargs)
         self.fixed_modality_weights = freedom_modality_weights(self.modalities,

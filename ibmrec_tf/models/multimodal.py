@@ -65,6 +65,20 @@ class MultimodalRecommender(Recommender):
         """Whether the backbone itself has modality projections ``Z^k = MLP(M^k)``."""
         return cls.content
 
+    @classmethod
+    def settings_read(cls, config, *, projection: bool | None = None) -> frozenset[str]:
+        """The base settings, ``straightforward``, the projection's where there is one
+        (``projection``: whether a denoiser asks for it where the backbone has none), the
+        user-item graph's layers and the item-item graph's neighbours and layers."""
+        read = set(super().settings_read(config)) | {"straightforward"}
+        if cls.projects_modalities() if projection is None else projection:
+            read |= {"projection_layers", "projection_activation"}
+        if cls.user_item_graph:
+            read.add("n_layers")
+        if cls.item_item_graph:
+            read |= {"knn_k", "item_layers"}
+        return frozenset(read)
+
     def __init__(self, dataset: Dataset, config: ModelConfig, *, need_projection: bool = False,
                  stochastic: bool = False, fusion_mlp: bool = False, **kwargs):
         super().__init__(dataset.num_users, dataset.num_items, config, **kwargs)

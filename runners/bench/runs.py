@@ -31,6 +31,7 @@ def run_one(label: str, extra: list[str], seed: int, common_flags: list[str]) ->
         model = next(a.split("=", 1)[1] for a in extra if a.startswith("--model="))
         floor = {"parts": step_floor(data, model, extra),
                  "steps_per_epoch": -(-len(data.train) // FLAGS.batch_size)}
+    common_flags = settings_for(extra, common_flags)
     if not os.path.exists(metrics_path):
         cmd = [sys.executable, "-m", "runners.train", *common_flags, *extra, f"--seed={seed}",
                f"--model_dir={model_dir}", "--overwrite", "--verbose=0"]
@@ -61,6 +62,40 @@ def run_one(label: str, extra: list[str], seed: int, common_flags: list[str]) ->
     if differences:
         result["flag_differences"] = {name: list(pair) for name, pair in differences.items()}
     return result
+
+
+def settings_for(extra: list[str], common_flags: list[str]) -> list[str]:
+    """``common_flags`` less the model settings that this run's model does not read.
+
+    A study trains several models from one flagfile (the shared setting); a model refuses a
+    setting it does not read (``ibmrec_tf.models.check_settings``), so each run is given only
+    the shared settings its model reads, under the run's own flags (``extra``: ``--model``,
+    ``--backbone``, ``--nofib``, ...). The others stay at their defaults, which that model
+    does not read either.
+    """
+    import dataclasses
+
+    from ibmrec_tf.config import ModelConfig
+    from ibmrec_tf.models import settings_read
+
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    values = {name: FLAGS[name].value for name in fields if name in FLAGS}
+    for _, name, value in common.parse_flag_lines([*common_flags, *extra]):
+        if name in fields:
+            values[name] = FLAGS[name].parser.parse(value) if name in FLAGS else value
+    model = FLAGS.model
+    for _, name, value in common.parse_flag_lines(extra):
+        if name == "model":
+            model = value
+    config = common.config_values(ModelConfig, values)
+    read = settings_read(model, config)
+    kept = []
+    for flag in common_flags:
+        entries = common.parse_flag_lines([flag])
+        if entries and entries[0][1] in fields and entries[0][1] not in read:
+            continue
+        kept.append(flag)
+    return kept
 
 
 def _same_value(name: str, a: str, b: str) -> bool:
