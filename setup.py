@@ -2,7 +2,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="ibmrec_tf",
-    version="0.1.0",
+    version="0.2.0",
     description="IBMRec (information-bottleneck denoised multimedia recommendation) in TensorFlow 2 / Keras",
     packages=find_packages(include=["ibmrec_tf", "ibmrec_tf.*", "runners", "runners.*"]),
     python_requires=">=3.10",
@@ -17,6 +17,10 @@ setup(
         "scipy>=1.11",
         "absl-py>=2.1",
     ],
+    entry_points={"console_scripts": [
+        f"ibmrec-{name.replace('_', '-')}=runners.{name}:console_main"
+        for name in ("train", "evaluate", "export", "benchmark", "prepare_data",
+                     "extract_features")]},
     extras_require={
         # the features extra's packages are in the test extra too, so CI tests those paths
         "test": ["pytest>=8", "hypothesis>=6.100", "keras-hub>=0.32,<0.33",

@@ -1,3 +1,4 @@
 """ibmrec_tf: IBMRec (information-bottleneck denoised multimedia recommendation) in TensorFlow 2 / Keras."""
 
-__version__ = "0.1.0"
+# 0.2.0: checkpoints of IBMRec without GIB hold the sampling seed; the HSIC sample changed.
+__version__ = "0.2.0"

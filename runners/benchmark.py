@@ -181,5 +181,10 @@ def main(argv):
                                 + "; ".join(failed))
 
 
-if __name__ == "__main__":
+def console_main():
+    """The ``ibmrec-benchmark`` console script (the same as ``python -m runners.benchmark``)."""
     common.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -82,5 +82,10 @@ def main(argv):
     print(json.dumps({"split": FLAGS.split, "weights": saved_model, **result}, indent=2))
 
 
-if __name__ == "__main__":
+def console_main():
+    """The ``ibmrec-evaluate`` console script (the same as ``python -m runners.evaluate``)."""
     common.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -44,5 +44,10 @@ def main(argv):
     print(f"SavedModel written to {path}")
 
 
-if __name__ == "__main__":
+def console_main():
+    """The ``ibmrec-export`` console script (the same as ``python -m runners.export``)."""
     common.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

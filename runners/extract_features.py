@@ -129,5 +129,10 @@ def main(argv):
     print(f"report: {os.path.join(FLAGS.dataset_dir, feats.REPORT)}", file=sys.stdout)
 
 
-if __name__ == "__main__":
+def console_main():
+    """The ``ibmrec-extract-features`` console script (the same as ``python -m runners.extract_features``)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -141,5 +141,10 @@ def main(argv):
           + f"; interactions linked from {source}")
 
 
-if __name__ == "__main__":
+def console_main():
+    """The ``ibmrec-prepare-data`` console script (the same as ``python -m runners.prepare_data``)."""
     common.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

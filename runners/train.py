@@ -169,5 +169,10 @@ def _without(flag_text: str, name: str) -> str:
     return "\n".join(line for line in flag_text.splitlines() if not line.startswith(f"--{name}="))
 
 
-if __name__ == "__main__":
+def console_main():
+    """The ``ibmrec-train`` console script (the same as ``python -m runners.train``)."""
     common.run(main)
+
+
+if __name__ == "__main__":
+    console_main()
