@@ -202,10 +202,10 @@ class ModelConfig(Config):
                            choices=("vbpr", "vlightgcn", "lattice", "vlattice", "freedom"))
     fib: bool | None = option(None, "IBMRec: feature-level information bottleneck "
                               "(alpha * HSIC(Z, M)); default: wherever the backbone supports it "
-                              "(vbpr, vlightgcn, vlattice).")
+                              "(vbpr, vlightgcn, vlattice, freedom).")
     gib: bool | None = option(None, "IBMRec: graph-level information bottleneck "
                               "(beta * HSIC(Y', Y)); default: wherever the backbone supports it "
-                              "(lattice, vlattice).")
+                              "(lattice, vlattice, freedom).")
     second_stage: bool | None = option(None, "IBMRec: the second update, InfoNCE(c_a, z_i) on C "
                                        "and Z; default: wherever the backbone has C (vbpr, "
                                        "vlightgcn, vlattice).")
@@ -295,3 +295,39 @@ class TrainConfig(Config):
         if int(k) not in self.ks:
             raise ConfigError("ks", f"must include {k} (epochs are selected on valid "
                               f"{self.select_metric})", self.ks)
+
+
+#: The resolved configuration a run writes into its model directory (beside ``flags.cfg``).
+CONFIG_FILE = "config.json"
+
+
+def write_configs(model_dir: str, model: str, data: DataConfig, model_config: ModelConfig,
+                  train: TrainConfig) -> str:
+    """Writes ``<model_dir>/config.json``: the model's name and the three resolved configs,
+    readable without absl by :func:`read_configs`. Returns the path."""
+    import json
+    import os
+
+    path = os.path.join(model_dir, CONFIG_FILE)
+    payload = {"model": model, "data": data.to_dict(), "model_config": model_config.to_dict(),
+               "train": train.to_dict()}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+    return path
+
+
+def read_configs(model_dir: str) -> tuple[str, DataConfig, ModelConfig, TrainConfig]:
+    """``(model name, DataConfig, ModelConfig, TrainConfig)`` of a run, from its
+    ``config.json`` (checked as on construction)."""
+    import json
+    import os
+
+    with open(os.path.join(model_dir, CONFIG_FILE), encoding="utf-8") as f:
+        payload = json.load(f)
+
+    def build(cls, values):
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    return (payload["model"], build(DataConfig, payload["data"]),
+            build(ModelConfig, payload["model_config"]), build(TrainConfig, payload["train"]))

@@ -1,6 +1,6 @@
 """Keras layers and the graph operands they propagate over.
 
-Two graph operands share one interface, ``graph.matmul(x, rows=None) -> (graph @ x)[rows]``:
+Three graph operands share one interface, ``graph.matmul(x, rows=None) -> (graph @ x)[rows]``:
 
 * :class:`CSRGraph`: a fixed sparse matrix (the normalized user-item graph). It multiplies with
   the CSR kernel ``tf.raw_ops.SparseMatrixMatMul``, about 6x faster on CPU than

@@ -153,7 +153,9 @@ def main(argv):
             results = [r for r in pool.map(attempt, todo) if r is not None]
     if not results:
         raise common.UsageError(f"no finished runs of study {FLAGS.study} in {FLAGS.bench_dir}")
-    command = " ".join(a for a in sys.argv if a != "--report_only")
+    # The repository-relative command, not the absolute path of this file on one machine.
+    command = " ".join(["python -m runners.benchmark"]
+                       + [a for a in sys.argv[1:] if a != "--report_only"])
     os.makedirs(FLAGS.bench_dir, exist_ok=True)
     out = os.path.join(FLAGS.bench_dir, FLAGS.study)
     with open(out + ".json", "w") as f:

@@ -105,6 +105,10 @@ def main(argv):
     elif chief:
         with open(os.path.join(model_dir, "flags.cfg"), "w") as f:
             f.write(flag_text)
+        from ibmrec_tf.config import write_configs
+
+        write_configs(model_dir, FLAGS.model, common.data_config(), common.model_config(),
+                      common.train_config())
         checksums = (data_lib.file_checksums(data.source) if os.path.isdir(data.source) else {})
         write_json(os.path.join(model_dir, "run_info.json"), {
             "ibmrec_tf_version": __version__, "command": " ".join(sys.argv),

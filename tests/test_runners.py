@@ -40,6 +40,11 @@ def test_train_writes_every_artefact(trained):
     assert f"tensorboard --logdir {model_dir / 'logs'}" in proc.stdout
     assert "epoch    2" in proc.stdout and "recall@20" in proc.stdout
     assert "--model=ibmrec" in (model_dir / "flags.cfg").read_text()
+    from ibmrec_tf.config import read_configs
+    model, data_config, model_config, train_config = read_configs(str(model_dir))
+    assert (model, data_config.dataset, model_config.backbone, train_config.epochs) == \
+        ("ibmrec", "synthetic", "vlattice", 2)
+    assert model_config.embedding_dim == 64 and train_config.learning_rate == 5e-3
     from runners.common import STARTUP_NOISE, has_nvidia_device
     if not has_nvidia_device():  # a quiet start: no CUDA probing errors on a CPU-only machine
         assert not [line for line in proc.stderr.splitlines()
