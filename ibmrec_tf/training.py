@@ -399,6 +399,29 @@ class Trainer:
                            stopped_early=stopped_early, history=s["history"])
 
 
+def write_hparams(log_dir: str, hparams: dict, metrics: dict, *, trial_id: str = "") -> None:
+    """One trial of TensorBoard's HParams tab: ``hparams`` (name -> bool, int, float or str;
+    ``None`` is written as the string ``'None'``, tuples as comma-joined strings) and the
+    run's final ``metrics`` (name -> float, written as scalars at step 0), in ``log_dir``.
+    Point TensorBoard at a folder holding several runs' ``logs/`` to compare them there."""
+    from tensorboard.plugins.hparams import api as hp
+
+    def plain(value):
+        if value is None:
+            return "None"
+        if isinstance(value, (tuple, list)):
+            return ",".join(str(v) for v in value)
+        return value
+
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default():
+        hp.hparams({name: plain(v) for name, v in hparams.items()}, trial_id=trial_id or None)
+        for name, value in metrics.items():
+            tf.summary.scalar(name, float(value), step=0)
+    writer.flush()
+    writer.close()
+
+
 def checkpointed_epoch(model_dir: str) -> int:
     """The last completed epoch saved in ``model_dir``'s latest checkpoint (0 if none)."""
     path = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR, LATEST))

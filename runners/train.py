@@ -156,6 +156,16 @@ def main(argv):
         "device": common.device_name(),
         "notes": list(data.notes)})
 
+    from ibmrec_tf.training import write_hparams
+
+    write_hparams(os.path.join(model_dir, "logs", "hparams"),
+                  {"model": FLAGS.model, "dataset": data.name, "seed": FLAGS.seed,
+                   **common.model_config().to_dict(), **common.train_config().to_dict()},
+                  {**{f"hparams/valid_{k}": v for k, v in result.valid.items() if "@" in k},
+                   **{f"hparams/test_{k}": v for k, v in result.test.items() if "@" in k},
+                   "hparams/best_epoch": result.best_epoch,
+                   "hparams/seconds_per_epoch": result.seconds_per_epoch},
+                  trial_id=os.path.basename(os.path.normpath(model_dir)))
     ks = common.parse_ks()
     print()
     print(f"{FLAGS.model} on {data.name}: best epoch {result.best_epoch} of {result.epochs_run} "

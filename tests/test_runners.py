@@ -45,6 +45,17 @@ def test_train_writes_every_artefact(trained):
     assert (model, data_config.dataset, model_config.backbone, train_config.epochs) == \
         ("ibmrec", "synthetic", "vlattice", 2)
     assert model_config.embedding_dim == 64 and train_config.learning_rate == 5e-3
+    # TensorBoard's HParams tab: the trial's settings and its final metrics, read back
+    import tensorflow as tf
+    events = [e for f in (model_dir / "logs" / "hparams").iterdir()
+              for e in tf.compat.v1.train.summary_iterator(str(f))]
+    values = [v for e in events for v in e.summary.value]
+    assert any(v.metadata.plugin_data.plugin_name == "hparams" for v in values)
+    recorded = {v.tag: float(tf.make_ndarray(v.tensor)) for v in values
+                if v.tag.startswith("hparams/")}
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert recorded["hparams/test_recall@20"] == pytest.approx(metrics["test"]["recall@20"])
+    assert recorded["hparams/best_epoch"] == metrics["best_epoch"]
     from runners.common import STARTUP_NOISE, has_nvidia_device
     if not has_nvidia_device():  # a quiet start: no CUDA probing errors on a CPU-only machine
         assert not [line for line in proc.stderr.splitlines()
