@@ -41,7 +41,13 @@ def _check_equal_to_one_replica(results, *, placed_per_device, cases=CASES):
         if placed_per_device:
             assert len(r["graph_devices"]) == 2 and r["graph_devices"][1].endswith("CPU:1"), r
         assert r["largest_update"] > 0, r["case"]
-        assert r["max_relative_difference"] < 1e-5, (r["case"], r.get("worst_variable"))
+        # SGD shows a wrong share as it is (a missing 1/R is a factor of 2): 1e-5. Adam divides
+        # by the root of the squared gradient, which magnifies the rounding of rows whose
+        # gradient is tiny: measured 1.7e-5 on C for IBMRec after 4 steps (the HSIC sample is
+        # drawn at random, so its items are not the batch's first), against 3.5e-6 with SGD.
+        limit = 1e-5 if r["case"].endswith(":sgd") else 5e-5
+        assert r["max_relative_difference"] < limit, (r["case"], r.get("worst_variable"),
+                                                      r["max_relative_difference"])
         if r["case"].endswith((":sgd", ":updates")):
             continue  # the metrics after 2 epochs are compared with Adam
         for key, value in r["one"].items():
