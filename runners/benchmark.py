@@ -108,7 +108,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    common.check_flags()
+    common.check_flags(model_settings=False)  # each run's train process checks its model
     if FLAGS.seeds < 1:
         raise common.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
     if FLAGS.jobs < 1:

@@ -154,8 +154,11 @@ def recorded_flags() -> list[str]:
     return [name for name in DEFINED if name not in INVOCATION_FLAGS]
 
 
-def check_flags() -> None:
-    """Checks every flag (the configs' own checks included); raises UsageError naming the flag."""
+def check_flags(model_settings: bool = True) -> None:
+    """Checks every flag (the configs' own checks included); raises UsageError naming the flag.
+
+    ``model_settings=False`` skips the check that ``--model`` reads every model setting given
+    (``runners.benchmark``, whose runs each check their own model)."""
     f = FLAGS
     _check(f.intra_op_threads >= 0 and f.inter_op_threads >= 0,
            "--intra_op_threads and --inter_op_threads must be >= 0")
@@ -164,7 +167,10 @@ def check_flags() -> None:
     _check(f.cpu_replicas == 0 or f.distribution_strategy != "off",
            "--cpu_replicas needs --distribution_strategy=mirrored or multi_worker_mirrored")
     data_config(), train_config()
-    check_model_settings(f.model, model_config())
+    if model_settings:
+        check_model_settings(f.model, model_config())
+    else:
+        model_config()
 
 
 def check_model_settings(model: str, config) -> None:

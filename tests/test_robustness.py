@@ -137,7 +137,7 @@ def test_metrics_in_unit_interval_and_match_brute_force(data, users, k_max):
     (["--ks=0,20"], "--ks values must be >= 1"),
     (["--export_top_k=0"], "--export_top_k must be >= 1"),
     (["--ks=20,5000"], "--ks: K=5000 exceeds the number of items (900)"),
-    (["--model=vbpr", "--fib"], "--fib is not read by --model=vbpr"),
+    (["--model=lightgcn", "--fib"], "--fib is not read by --model=lightgcn"),
     (["--model=vlattice", "--alpha=3"], "--alpha is not read by --model=vlattice"),
     (["--model=ibmrec", "--backbone=vbpr", "--gib"], "GIB does not apply to backbone 'vbpr'"),
 ])

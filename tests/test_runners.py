@@ -182,7 +182,8 @@ def test_benchmark_noise_study_writes_json_and_table(tmp_path):
                 "--report_only", "--noise_models=vlattice,ibmrec")
     assert "flags differ from this study's: alpha=1.0 (study: 0.25)" in other.stdout
     reused = json.loads((tmp_path / "noise.json").read_text())["runs"]
-    assert all(r["flag_differences"] == {"alpha": ["1.0", "0.25"]} for r in reused)
+    # only the model that reads alpha differs: VLATTICE's runs are given no alpha at all
+    assert [r.get("flag_differences") for r in reused] == [None, {"alpha": ["1.0", "0.25"]}]
     # --only restricts a study to some of its configurations; an unknown label is an error.
     one = run("benchmark", "--study=noise", "--noise_dims=16", "--seeds=1", "--dataset=synthetic",
               "--n_layers=1", f"--bench_dir={tmp_path}", "--report_only", "--only=ibmrec D=16",
@@ -224,13 +225,13 @@ def test_benchmark_plugins_study_and_the_new_models_exports(tmp_path):
 def test_benchmark_search_study_marks_the_best_validation_run(tmp_path):
     proc = run("benchmark", "--study=search", "--seeds=1", "--epochs=1", "--dataset=synthetic",
                "--model=bprmf", "--n_layers=1", "--variant=reg_weight=1e-2 model=lightgcn",
-               "--variant=n_layers=2 learning_rate=1e-2", "--jobs=2", f"--bench_dir={tmp_path}")
+               "--variant=embedding_dim=16 learning_rate=1e-2", "--jobs=2", f"--bench_dir={tmp_path}")
     runs = json.loads((tmp_path / "search.json").read_text())["runs"]
     assert [r["label"] for r in runs] == ["base", "reg_weight=1e-2 model=lightgcn",
-                                          "n_layers=2 learning_rate=1e-2"]
+                                          "embedding_dim=16 learning_rate=1e-2"]
     assert [r["model"] for r in runs] == ["bprmf", "lightgcn", "bprmf"]
-    flagfile = (tmp_path / "search" / "n_layers=2_learning_rate=1e-2-s0" / "flags.cfg").read_text()
-    assert "--n_layers=2" in flagfile.splitlines() and "--learning_rate=0.01" in flagfile.splitlines()
+    flagfile = (tmp_path / "search" / "embedding_dim=16_learning_rate=1e-2-s0" / "flags.cfg").read_text()
+    assert "--embedding_dim=16" in flagfile.splitlines() and "--learning_rate=0.01" in flagfile.splitlines()
     assert "--model=bprmf" in flagfile.splitlines()  # the base model, not the flag's default
     best = max(runs, key=lambda r: r["valid"]["recall@20"])["label"]
     marked = [line for line in proc.stdout.splitlines() if line.startswith("| *")]
