@@ -2,20 +2,22 @@ from setuptools import find_packages, setup
 
 setup(
     name="ibmrec_tf",
-    version="0.2.0",
+    version="0.3.0",
     description="IBMRec (information-bottleneck denoised multimedia recommendation) in TensorFlow 2 / Keras",
     packages=find_packages(include=["ibmrec_tf", "ibmrec_tf.*", "runners", "runners.*"]),
     python_requires=">=3.10",
     install_requires=[
-        # Measured to work together on Python 3.11.
-        "tensorflow==2.21.0",
-        "keras==3.15.1",
-        "tensorflow-probability==0.25.0",
-        "tf-keras==2.21.0",  # imported by tensorflow-probability; the models use Keras 3
-        "tensorboard==2.21.0",  # no longer pulled in by TensorFlow 2.21
-        "numpy>=1.26",
-        "scipy>=1.11",
-        "absl-py>=2.1",
+        # Compatible ranges; constraints.txt holds the exact versions CI installs.
+        # TensorFlow, tf-keras and TensorBoard move together (one minor version); TFP follows
+        # TensorFlow's releases.
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<4",
+        "tensorflow-probability>=0.25,<0.26",
+        "tf-keras>=2.21,<2.22",  # imported by tensorflow-probability; the models use Keras 3
+        "tensorboard>=2.21,<2.22",  # no longer pulled in by TensorFlow 2.21
+        "numpy>=1.26,<3",
+        "scipy>=1.11,<2",
+        "absl-py>=2.1,<3",
     ],
     entry_points={"console_scripts": [
         f"ibmrec-{name.replace('_', '-')}=runners.{name}:console_main"

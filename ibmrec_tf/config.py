@@ -257,6 +257,14 @@ def _ks_check(ks) -> str | None:
     return None if all(int(k) >= 1 for k in ks) else "values must be >= 1"
 
 
+def _profile_check(steps) -> str | None:
+    if not steps:
+        return None
+    if len(steps) != 2 or not 1 <= int(steps[0]) <= int(steps[1]):
+        return "must be START,END with 1 <= START <= END (training steps, counted from 1)"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(Config):
     """How to train (every field is also a runner flag)."""
@@ -282,6 +290,10 @@ class TrainConfig(Config):
                                   "runners.benchmark).", check=at_least(1))
     verbose: int = option(1, "0: quiet; 1: progress bar and one line per epoch.",
                           check=lambda v: None if v in (0, 1) else "must be 0 or 1")
+    profile_steps: tuple[int, ...] = option((), "START,END: write a TensorBoard profile of "
+                                            "training steps START to END (counted from 1 over "
+                                            "the run) into <model_dir>/logs/profile; empty: "
+                                            "none.", check=_profile_check)
 
     def __post_init__(self):
         object.__setattr__(self, "ks", tuple(sorted({int(k) for k in self.ks})))

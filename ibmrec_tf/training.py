@@ -213,6 +213,8 @@ class Trainer:
         self._term_sums = None      # float64 [terms]: this epoch's sums of the scalar loss terms
         self._first_bad = None      # int64 [2]: (step, term index) of the first non-finite term
         self._bad_value = None      # float32: its value
+        self.write_logs = write_logs
+        self._profiling = False
         self.writers = {s: tf.summary.create_file_writer(os.path.join(model_dir, "logs", s))
                         if write_logs else tf.summary.create_noop_writer()
                         for s in ("train", "valid")}
@@ -313,7 +315,9 @@ class Trainer:
             self._first_bad.assign([-1, -1])
         with self.writers["train"].as_default():
             for i, batch in enumerate(self.sampler.epoch_dataset(epoch, cfg.batch_size)):
+                self._profile(step0 + i + 1, starting=True)
                 terms = self._step(batch, tf.constant(i + 1, tf.int64))
+                self._profile(step0 + i + 1, starting=False)
                 log = (step0 + i) % cfg.log_every == 0
                 if log or (show_bar and (i % 10 == 0 or i + 1 == steps)):
                     self._raise_if_bad(epoch)  # reads the device's record: one wait, not per step
@@ -329,6 +333,20 @@ class Trainer:
         self._raise_if_bad(epoch)
         sums = self._term_sums.numpy()
         return {name: float(total) / steps for name, total in zip(self._term_names, sums)}
+
+    def _profile(self, step: int, *, starting: bool) -> None:
+        """TensorBoard's profiler over steps ``profile_steps`` (``logs/profile``, chief only)."""
+        steps = self.config.profile_steps
+        if not steps or not self.write_logs:
+            return
+        if starting and step == steps[0]:
+            tf.profiler.experimental.start(os.path.join(self.model_dir, "logs", "profile"))
+            self._profiling = True
+        elif not starting and step == steps[1] and self._profiling:
+            tf.profiler.experimental.stop()
+            self._profiling = False
+            self.echo(f"profile of steps {steps[0]}-{steps[1]}: "
+                      f"tensorboard --logdir {os.path.join(self.model_dir, 'logs')} (Profile tab)")
 
     def evaluate(self, split: str) -> dict:
         evaluator = self.valid_evaluator if split == "valid" else Evaluator(
@@ -382,6 +400,9 @@ class Trainer:
         return self.finish(stopped_early)
 
     def finish(self, stopped_early: bool) -> TrainResult:
+        if self._profiling:  # training ended before the profile's last step
+            tf.profiler.experimental.stop()
+            self._profiling = False
         s = self.state
         best_path = (self.best.latest_checkpoint  # this run's, else the one it resumed from
                      or tf.train.latest_checkpoint(os.path.join(self.restore_dir, BEST)))

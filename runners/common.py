@@ -49,7 +49,8 @@ MODEL_NAMES = ["bprmf", "lightgcn", "vbpr", "vlightgcn", "lattice", "vlattice", 
 #: on ``--resume``), less ``INVOCATION_FLAGS``.
 DEFINED: list[str] = []
 #: Flags that say what to do with a model directory this time, not what the run is.
-INVOCATION_FLAGS = ("overwrite", "resume", "verbose", "distribution_strategy", "cpu_replicas")
+INVOCATION_FLAGS = ("overwrite", "resume", "verbose", "distribution_strategy", "cpu_replicas",
+                    "profile_steps")
 
 
 def _define(definer, name, default, help_text, **kwargs) -> None:
@@ -240,20 +241,9 @@ def flags_text(names=None) -> str:
 
 def device_name() -> str:
     """The GPU TensorFlow trains on, else the CPU's model name (for timing tables)."""
-    import platform
+    from ibmrec_tf.orchestration import device_name as name
 
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"{len(gpus)} x {details.get('device_name', 'GPU')}"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
-    return f"CPU {model} ({os.cpu_count()} cores)"
+    return name()
 
 
 def configure_tensorflow() -> None:
@@ -268,39 +258,40 @@ def configure_tensorflow() -> None:
             cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_replicas)
 
 
-def read_tf_config() -> dict:
-    """``TF_CONFIG`` as a dict, checked: a cluster with a ``worker`` list and this task's index."""
-    import json
+def read_tf_config():
+    """``TF_CONFIG`` read by ``tf.distribute.cluster_resolver.TFConfigClusterResolver``, checked
+    with one-line errors: a cluster with a ``worker`` list and this task among them. Returns the
+    resolver."""
+    import tensorflow as tf
 
-    text = os.environ.get("TF_CONFIG")
-    if not text:
+    if not os.environ.get("TF_CONFIG"):
         raise UsageError("--distribution_strategy=multi_worker_mirrored needs TF_CONFIG, e.g. "
                          "TF_CONFIG='{\"cluster\": {\"worker\": [\"127.0.0.1:12345\", "
                          "\"127.0.0.1:12346\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}'")
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     try:
-        config = json.loads(text)
-        workers = config["cluster"]["worker"]
-        task = config["task"]
-        index = int(task["index"])
-    except (ValueError, KeyError, TypeError) as e:
+        cluster = resolver.cluster_spec().as_dict()
+        task_type, task_id = resolver.task_type, resolver.task_id
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise UsageError(f"TF_CONFIG is not a cluster spec with a 'worker' list and a 'task' "
                          f"with an 'index' ({type(e).__name__}: {e})") from None
+    workers = cluster.get("worker")
     if not isinstance(workers, list) or not workers or not all(isinstance(w, str) for w in workers):
         raise UsageError("TF_CONFIG: cluster.worker must be a non-empty list of host:port")
-    if task.get("type", "worker") not in ("worker", "chief") or not 0 <= index < len(workers):
-        raise UsageError(f"TF_CONFIG: task {task} is not one of the {len(workers)} workers")
-    return config
+    if task_type is None or task_id is None:
+        raise UsageError("TF_CONFIG is not a cluster spec with a 'worker' list and a 'task' "
+                         "with an 'index'")
+    if task_type not in ("worker", "chief") or not 0 <= int(task_id) < len(workers):
+        raise UsageError(f"TF_CONFIG: task {{'type': {task_type!r}, 'index': {task_id}}} is not "
+                         f"one of the {len(workers)} workers")
+    return resolver
 
 
 def is_chief(strategy) -> bool:
-    """Whether this process writes --model_dir: always, except a non-chief multi-worker task."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    if resolver.task_type == "chief":
-        return True
-    return (resolver.task_type == "worker" and resolver.task_id == 0
-            and "chief" not in resolver.cluster_spec().as_dict())
+    """Whether this process writes --model_dir (:func:`ibmrec_tf.orchestration.is_chief`)."""
+    from ibmrec_tf.orchestration import is_chief as chief
+
+    return chief(strategy)
 
 
 def make_strategy():
@@ -324,11 +315,11 @@ def make_strategy():
                                  "machine give --cpu_replicas=N")
         strategy = tf.distribute.MirroredStrategy(devices)
     else:
-        read_tf_config()
+        resolver = read_tf_config()
         if FLAGS.cpu_replicas and FLAGS.cpu_replicas != 1:
             raise UsageError("--cpu_replicas with multi_worker_mirrored must be 0 or 1 "
                              "(one replica per worker on a CPU)")
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     replicas = strategy.num_replicas_in_sync
     _check(FLAGS.batch_size % replicas == 0,
            f"--batch_size={FLAGS.batch_size} is not divisible by the {replicas} replicas of "

@@ -77,8 +77,9 @@ def main(argv):
         raise common.UsageError(
             f"{saved_model} scores {users.shape[0]} users x {items.shape[0]} items, but "
             f"{data.name} has {data.num_users} x {data.num_items}")
-    result = Evaluator(data, FLAGS.split, ks=common.parse_ks(), batch_size=FLAGS.eval_batch_size,
-                       score_dtype=common.model_config().compute_dtype).evaluate(users, items)
+    # float32 scores under every precision: what the SavedModel serves and training reports.
+    result = Evaluator(data, FLAGS.split, ks=common.parse_ks(),
+                       batch_size=FLAGS.eval_batch_size).evaluate(users, items)
     print(json.dumps({"split": FLAGS.split, "weights": saved_model, **result}, indent=2))
 
 

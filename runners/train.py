@@ -10,13 +10,10 @@ metrics.json and export/ (the SavedModel). An existing --model_dir is refused un
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
-import resource
 import shutil
 import sys
-import tempfile
 
 from absl import flags
 
@@ -87,10 +84,7 @@ def main(argv):
     if chief:
         prepare_model_dir(model_dir, overwrite=FLAGS.overwrite, resume=FLAGS.resume)
 
-    import keras
-    from ibmrec_tf import __version__, data as data_lib, export
-    from ibmrec_tf.models import build_model
-    from ibmrec_tf.training import CHECKPOINT_DIR, Trainer, write_json
+    from ibmrec_tf.orchestration import BuildError, run
 
     flag_text = common.flags_text()
     if chief and resume:
@@ -105,71 +99,26 @@ def main(argv):
     elif chief:
         with open(os.path.join(model_dir, "flags.cfg"), "w") as f:
             f.write(flag_text)
-        from ibmrec_tf.config import write_configs
-
-        write_configs(model_dir, FLAGS.model, common.data_config(), common.model_config(),
-                      common.train_config())
-        checksums = (data_lib.file_checksums(data.source) if os.path.isdir(data.source) else {})
-        write_json(os.path.join(model_dir, "run_info.json"), {
-            "ibmrec_tf_version": __version__, "command": " ".join(sys.argv),
-            "dataset": data.summary(), "data_source": data.source, "data_sha256": checksums,
-            "notes": list(data.notes)})
 
     if chief:
         print(data.summary())
     if strategy is not None and chief:
         print(f"{FLAGS.distribution_strategy}: {strategy.num_replicas_in_sync} replicas, "
               f"{FLAGS.batch_size // strategy.num_replicas_in_sync} triplets each per step")
-    keras.utils.set_random_seed(FLAGS.seed)
     try:
-        with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            model = build_model(FLAGS.model, data, common.model_config())
-    except ValueError as e:  # a model/flag combination that makes no sense
-        if isinstance(e, data_lib.DataError):
-            raise
+        outcome = run(model=FLAGS.model, data=data, data_config=common.data_config(),
+                      model_config=common.model_config(), train_config=common.train_config(),
+                      model_dir=model_dir, strategy=strategy, resume=resume,
+                      export_top_k=FLAGS.export_top_k, echo=print, command=" ".join(sys.argv))
+    except BuildError as e:  # a model/flag combination that makes no sense
         raise common.UsageError(str(e)) from None
-    work_dir = model_dir if chief else tempfile.mkdtemp(prefix="ibmrec_tf-worker-")
-    trainer = Trainer(model, data, common.train_config(), work_dir, strategy=strategy,
-                      write_logs=chief, echo=print if chief else (lambda _: None),
-                      restore_dir=os.path.join(model_dir, CHECKPOINT_DIR))
-    try:
-        result = trainer.fit(resume=resume)
-    finally:
-        if not chief:
-            shutil.rmtree(work_dir, ignore_errors=True)
     if not chief:
         return
-
-    users, items = model.final_embeddings()
-    export_dir = export.export_saved_model(
-        os.path.join(model_dir, "export"), users.numpy(), items.numpy(),
-        data.interaction_matrix("train"), top_k=min(FLAGS.export_top_k, data.num_items),
-        metadata={"model": FLAGS.model, "dataset": data.name, "best_epoch": result.best_epoch})
-    write_json(os.path.join(model_dir, "metrics.json"), {
-        "model": FLAGS.model, "dataset": data.name, "seed": FLAGS.seed,
-        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-        "stopped_early": result.stopped_early, "seconds_per_epoch": result.seconds_per_epoch,
-        "eval_seconds": result.eval_seconds, "valid": result.valid, "test": result.test,
-        "epoch_seconds": [round(t, 3) for t in trainer.state["train_seconds"]],
-        "train_interactions": int(len(data.train)),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "device": common.device_name(),
-        "notes": list(data.notes)})
-
-    from ibmrec_tf.training import write_hparams
-
-    write_hparams(os.path.join(model_dir, "logs", "hparams"),
-                  {"model": FLAGS.model, "dataset": data.name, "seed": FLAGS.seed,
-                   **common.model_config().to_dict(), **common.train_config().to_dict()},
-                  {**{f"hparams/valid_{k}": v for k, v in result.valid.items() if "@" in k},
-                   **{f"hparams/test_{k}": v for k, v in result.test.items() if "@" in k},
-                   "hparams/best_epoch": result.best_epoch,
-                   "hparams/seconds_per_epoch": result.seconds_per_epoch},
-                  trial_id=os.path.basename(os.path.normpath(model_dir)))
+    result, export_dir = outcome.train, outcome.export_dir
     ks = common.parse_ks()
     print()
     print(f"{FLAGS.model} on {data.name}: best epoch {result.best_epoch} of {result.epochs_run} "
-          f"(selected on valid {trainer.config.select_metric}), "
+          f"(selected on valid {common.train_config().select_metric}), "
           f"{result.seconds_per_epoch:.2f} s/epoch, {result.eval_seconds:.2f} s per evaluation")
     print(format_table(result, ks))
     for note in data.notes:

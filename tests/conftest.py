@@ -11,6 +11,12 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: a long training, statistical or subprocess test; "
+                   "python -m pytest -m 'not slow' tests runs the rest (a few minutes on 2 cores)")
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 

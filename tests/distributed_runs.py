@@ -88,8 +88,8 @@ def compare(data, model_config, train_config, strategies, model_name, args, epoc
             trainer._step(batch, tf.constant(i + 1, tf.int64))
         weights[name] = {v.path: v.numpy() for v in model.variables}
         backbone = getattr(model, "backbone", model)
-        if name == "distributed" and hasattr(backbone, "_shards"):
-            out["projection_sharded"] = backbone._shards is not None
+        if name == "distributed" and hasattr(backbone, "item_content"):
+            out["projection_sharded"] = backbone.item_content.sharded
         graph = getattr(backbone, "ui_graph", None) or getattr(backbone, "user_item_graph", None)
         if name == "distributed" and graph is not None:  # each replica reads its own copy
             out["graph_devices"] = graph._operands.devices

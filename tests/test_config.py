@@ -160,6 +160,7 @@ def test_every_setting_is_read_by_some_model_and_the_reads_are_fields():
     assert read == fields, fields - read
 
 
+@pytest.mark.slow
 def test_every_flagfile_is_read_whole_by_its_model():
     """Each flagfile's settings are all read by its model (checked in a fresh process, whose
     flags each file sets afresh)."""

@@ -12,6 +12,9 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # subprocesses and trainings: CI runs them, -m "not slow" does not
+
+
 TRAIN = [sys.executable, "-m", "runners.train", "--dataset=synthetic", "--model=lightgcn",
          "--n_layers=1", "--learning_rate=5e-3", "--patience=20", "--seed=3", "--verbose=0"]
 

@@ -16,6 +16,7 @@ np.save(sys.argv[2], s)
 """
 
 
+@pytest.mark.slow
 def test_export_reload_same_scores_topk_excludes_train(tmp_path):
     ds = make_synthetic(seed=0, num_users=40, num_items=30, interactions_per_user=6)
     rng = np.random.default_rng(0)

@@ -20,6 +20,9 @@ from tests.conftest import ROOT
 from tests.test_runners import run
 
 
+pytestmark = pytest.mark.slow  # subprocesses and trainings: CI runs them, -m "not slow" does not
+
+
 def write_images(folder, raw_ids, *, skip=(), corrupt=(), size=(40, 48)):
     """One image per raw id, its colour set by the item's index (PNG for odd, JPEG for even)."""
     import tensorflow as tf

@@ -16,7 +16,7 @@ def _random_sparse(n, m, density, seed):
 @pytest.mark.parametrize("kernel", ["csr", "fallback"])
 def test_csr_matmul_and_gradient_match_dense(symmetric, kernel, monkeypatch):
     if kernel == "fallback":  # as if TensorFlow had moved its private CSR module
-        from ibmrec_tf import layers
+        from ibmrec_tf.layers import sparse as layers
         monkeypatch.setattr(layers, "_csr_ops", None)
     a = _random_sparse(30, 30, 0.2, 0)
     if symmetric:
@@ -36,7 +36,7 @@ def test_csr_matmul_and_gradient_match_dense(symmetric, kernel, monkeypatch):
 
 
 def test_models_train_without_the_csr_module(monkeypatch):
-    from ibmrec_tf import layers
+    from ibmrec_tf.layers import sparse as layers
     from ibmrec_tf.data import TripletSampler, make_synthetic
     from ibmrec_tf.models import ModelConfig, build_model
 

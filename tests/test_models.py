@@ -24,8 +24,8 @@ def test_lightgcn_forward_matches_dense_formula(small):
     np.testing.assert_allclose(users.numpy(), expected[:120], rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(items.numpy(), expected[120:], rtol=1e-4, atol=1e-7)
     rows = model.forward(users=tf.constant([3, 3]), items=tf.constant([7]))
-    np.testing.assert_allclose(rows["items"].numpy(), expected[[127]], rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(rows["user_ego"].numpy(), e0[[3, 3]])
+    np.testing.assert_allclose(rows.items.numpy(), expected[[127]], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(rows.user_ego.numpy(), e0[[3, 3]])
 
 
 @pytest.mark.parametrize("name", ["bprmf", "lightgcn"])

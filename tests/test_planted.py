@@ -15,6 +15,9 @@ from ibmrec_tf import losses
 from ibmrec_tf.data import TripletSampler, make_planted
 from ibmrec_tf.models import ModelConfig, build_model, without_unread
 
+pytestmark = pytest.mark.slow  # subprocesses and trainings: CI runs them, -m "not slow" does not
+
+
 OFF = dict(mrdib_kl_weight=0.0, mrdib_unique_weight=0.0, mrdib_redundancy_weight=0.0,
            mrdib_synergy_weight=0.0)
 
@@ -38,7 +41,7 @@ def _train(data, epochs: int, **overrides):
 def _means(model) -> dict[str, np.ndarray]:
     backbone = model.backbone
     return {m: z.numpy() for m, z in zip(backbone.modalities,
-                                         backbone.content_features(training=False))}
+                                         backbone.content_with_stats(training=False)[0])}
 
 
 def _held_out(x, num_items):

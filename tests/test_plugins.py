@@ -148,7 +148,7 @@ def test_donsker_varadhan_bound_estimates_gaussian_mutual_information():
 
 def test_critic_and_encoders_update_disjoint_variables(small, batch):
     model = _model(small, "mrdib", backbone="vbpr")
-    critics = {v.path for v in model.critic_variables()}
+    critics = {v.path for v in model.update_variables("critic")}
     assert critics and not critics & {v.path for v in model.main_variables()}
     step = tf.function(model.train_step)
 
@@ -172,8 +172,8 @@ def test_stochastic_projection_samples_in_training_and_uses_the_mean_otherwise(s
     again = model.final_embeddings()
     np.testing.assert_array_equal(items.numpy(), again[1].numpy())
     backbone = model.backbone
-    means = backbone.content_features(training=False)
-    samples = backbone.content_features(training=True)
+    means = backbone.content_with_stats(training=False)[0]
+    samples = backbone.content_with_stats(training=True)[0]
     means_again, scales = backbone.projection_stats(tf.range(60))
     for mean, sample, m2, scale in zip(means, samples, means_again, scales):
         np.testing.assert_allclose(mean.numpy(), m2.numpy(), rtol=1e-6)
@@ -181,7 +181,7 @@ def test_stochastic_projection_samples_in_training_and_uses_the_mean_otherwise(s
         assert 0.7 < noise.std() < 1.3 and abs(noise.mean()) < 0.1
     # The batch path draws the same noise for an item as the all-item path.
     rows = tf.constant([3, 17, 42])
-    for sample, row_sample in zip(samples, backbone.batch_content(rows, training=True)):
+    for sample, row_sample in zip(samples, backbone.item_content.rows(rows, training=True)[0]):
         np.testing.assert_allclose(tf.gather(sample, rows).numpy(), row_sample.numpy(),
                                    rtol=1e-5, atol=1e-7)
 

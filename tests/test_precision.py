@@ -11,6 +11,9 @@ from ibmrec_tf.models import ModelConfig, build_model, without_unread
 from ibmrec_tf.training import TrainConfig, Trainer
 
 
+pytestmark = pytest.mark.slow  # subprocesses and trainings: CI runs them, -m "not slow" does not
+
+
 @pytest.fixture(scope="module")
 def data():
     return make_synthetic(seed=2, num_users=300, num_items=200, interactions_per_user=10,
@@ -40,6 +43,13 @@ def test_mixed_runs_train_within_tolerance_of_float32(data, tmp_path, precision)
             assert b[key] == pytest.approx(a[key], rel=1e-2), key
     assert mixed.valid["recall@20"] == pytest.approx(reference.valid["recall@20"], abs=0.03)
     assert mixed.test["recall@20"] == pytest.approx(reference.test["recall@20"], abs=0.03)
+    # The reported metrics are the exported SavedModel's: evaluated from its float32 scores.
+    from ibmrec_tf import export
+    users, items = model.final_embeddings()
+    path = export.export_saved_model(str(tmp_path / f"sm-{precision}"), users.numpy(),
+                                     items.numpy(), data.interaction_matrix("train"), top_k=10)
+    served = Evaluator(data, "test").evaluate(*export.load_embeddings(path))
+    assert served == mixed.test
 
 
 def test_only_the_dense_products_change_dtype(data):
@@ -47,14 +57,14 @@ def test_only_the_dense_products_change_dtype(data):
                                                     precision="mixed_bfloat16"))
     model.create_optimizers(1e-3)
     assert all(v.dtype == "float32" for v in model.trainable_variables)
-    assert [m.dtype for m in model.backbone.projection_inputs] == [tf.bfloat16, tf.bfloat16]
+    assert [m.dtype for m in model.backbone.item_content.projection_inputs] == [tf.bfloat16, tf.bfloat16]
     assert [m.dtype for m in model.backbone.raw_features] == [tf.float32, tf.float32]  # HSIC
     batch = next(iter(TripletSampler(data, 0).epoch_dataset(1, 128)))
     terms = model.compute_losses(batch)
     assert all(t.dtype == tf.float32 for t in terms.values())
     users, items = model.final_embeddings()
     assert users.dtype == items.dtype == tf.float32
-    assert model.score_dtype == "bfloat16"
+    assert model.score_dtype == "float32"  # evaluation ranks as the SavedModel does
 
 
 def test_evaluator_scores_in_reduced_precision_rank_alike(data):

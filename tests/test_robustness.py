@@ -15,6 +15,9 @@ from ibmrec_tf.data import DataError, load_dataset
 from ibmrec_tf.metrics import ranking_metrics
 from tests.conftest import ROOT, write_inter
 
+pytestmark = pytest.mark.slow  # subprocesses and trainings: CI runs them, -m "not slow" does not
+
+
 TRAIN = [sys.executable, "-m", "runners.train", "--dataset=synthetic", "--model=lightgcn",
          "--n_layers=1", "--learning_rate=5e-3", "--epochs=8", "--patience=20", "--seed=3",
          "--verbose=1"]

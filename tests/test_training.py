@@ -28,6 +28,7 @@ def _trainer(small, model_dir, name, epochs, **config):
                                              patience=50, seed=3, verbose=0), str(model_dir))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lightgcn", "ibmrec"])
 def test_resumed_run_equals_uninterrupted_run(small, tmp_path, name):
     straight = _trainer(small, tmp_path / "a", name, 4).fit()
@@ -139,6 +140,7 @@ def test_variables_are_matched_by_path_not_creation_order(tmp_path):
     np.testing.assert_array_equal(target.item_embedding.numpy(), source.item_embedding.numpy())
 
 
+@pytest.mark.slow
 def test_optimizer_slots_restore_with_their_variables(small, tmp_path):
     a = _trainer(small, tmp_path / "opt", "ibmrec", 1)
     a.fit()

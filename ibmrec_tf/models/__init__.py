@@ -6,11 +6,13 @@ import dataclasses
 
 from ibmrec_tf.config import ConfigError
 from ibmrec_tf.data import Dataset, DataError
-from ibmrec_tf.models.base import ModelConfig, Recommender
+from ibmrec_tf.models.base import ForwardResult, ModelConfig, Recommender, StepSeeds, Terms
 from ibmrec_tf.models.cf import BPRMF, LightGCN
 from ibmrec_tf.models.denoised import IBMRec, IBMRecMRdIB, MRdIB, DenoisedRecommender
 from ibmrec_tf.models.freedom import FREEDOM
-from ibmrec_tf.models.multimodal import LATTICE, VBPR, VLATTICE, VLightGCN, MultimodalRecommender
+from ibmrec_tf.models.multimodal import (LATTICE, VBPR, VLATTICE, VLightGCN, BackboneOptions,
+                                         ForwardInputs, MultimodalRecommender)
+from ibmrec_tf.models.parts import Denoiser, OwnUpdate, StepContext
 
 MODELS = {
     "bprmf": BPRMF,
@@ -67,8 +69,9 @@ def settings_read(name: str, config: ModelConfig) -> frozenset[str]:
     return MODELS[name].settings_read(config)
 
 
-def build_model(name: str, dataset: Dataset, config: ModelConfig) -> Recommender:
-    """Builds the model registered as ``name`` for ``dataset``.
+def build_model(name: str, dataset: Dataset, config: ModelConfig, *, seed: int = 0) -> Recommender:
+    """Builds the model registered as ``name`` for ``dataset``; ``seed`` seeds its stateless
+    samples (edge masks, projection noise, the HSIC sample), with the step counter.
 
     Raises:
       ConfigError: a setting the model does not read is not at its default
@@ -79,10 +82,11 @@ def build_model(name: str, dataset: Dataset, config: ModelConfig) -> Recommender
     if cls.multimodal and not dataset.features:
         raise DataError(f"model {name!r} needs item features, but dataset {dataset.name!r} "
                         f"({dataset.source}) has no <modality>_feat.npy file")
-    return cls(dataset, config, name=name)
+    return cls(dataset, config, seed=seed, name=name)
 
 
 __all__ = ["MODELS", "build_model", "check_settings", "settings_read",
            "without_unread", "ModelConfig", "Recommender", "BPRMF", "LightGCN", "VBPR",
            "VLightGCN", "LATTICE", "VLATTICE", "FREEDOM", "IBMRec", "MRdIB", "IBMRecMRdIB",
-           "DenoisedRecommender", "MultimodalRecommender"]
+           "DenoisedRecommender", "MultimodalRecommender", "Denoiser", "OwnUpdate", "StepContext",
+           "ForwardResult", "ForwardInputs", "BackboneOptions", "StepSeeds", "Terms"]

@@ -1,8 +1,13 @@
-"""The base Keras model shared by every recommender in the package."""
+"""The base Keras model shared by every recommender in the package, and the pieces every
+model's step uses: the typed forward result (:class:`ForwardResult`), the step's seeds and
+counter (:class:`StepSeeds`) and the named loss terms with their replica shares
+(:class:`Terms`)."""
 
 from __future__ import annotations
 
+import dataclasses
 
+import numpy as np
 import tensorflow as tf
 import keras
 
@@ -33,17 +38,30 @@ class Recommender(keras.Model):
         """The settings (``ModelConfig`` field names) this model reads under ``config``."""
         return frozenset(cls.SETTINGS)
 
-    def __init__(self, num_users: int, num_items: int, config: ModelConfig, **kwargs):
+    def __init__(self, num_users: int, num_items: int, config: ModelConfig, *, seed: int = 0,
+                 seeds: "StepSeeds | None" = None, **kwargs):
+        """``seed``: the seed of the model's stateless samples (edge masks, projection noise,
+        the HSIC sample); ``seeds``: a :class:`StepSeeds` to share instead (a backbone built by
+        a model that wraps it reads its wrapper's). The initial weights follow Keras's global
+        seed (``keras.utils.set_random_seed``, which :func:`ibmrec_tf.run` sets)."""
         super().__init__(**kwargs)
         self.num_users = int(num_users)
         self.num_items = int(num_items)
         self.config = config
+        self.seeds = seeds if seeds is not None else StepSeeds(seed, name="seeds")
         self._optimizers: dict[str, keras.optimizers.Optimizer] = {}
 
     @property
     def score_dtype(self) -> str:
-        """The dtype of the scoring products (the compute dtype of ``config.precision``)."""
-        return self.config.compute_dtype
+        """The dtype evaluation scores in: float32 under every precision policy, as the exported
+        SavedModel does (it stores the final embeddings in float32 and ranks their float32
+        products), so the epoch selected on validation and ``metrics.json`` are the served
+        model's. The final embeddings themselves are computed in the policy's compute dtype."""
+        return "float32"
+
+    def step_seed(self, offset: int = 0):
+        """``[2]`` int32 seed of this step's stateless samples (see :class:`StepSeeds`)."""
+        return self.seeds.step_seed(offset)
 
     def build(self, input_shape=None):
         # Every variable is created in __init__ (shapes come from the dataset).
@@ -56,25 +74,22 @@ class Recommender(keras.Model):
             initializer=keras.initializers.RandomNormal(stddev=self.config.init_stddev))
 
     # -- the model ----------------------------------------------------------------------------
-    def forward(self, users=None, items=None, training=False) -> dict:
-        """Final representations of the rows ``users`` and ``items`` (all rows when ``None``).
-
-        Returns a dict with at least ``'users'`` ``[len(users), d]``, ``'items'``
-        ``[len(items), d]`` and ``'user_ego'`` / ``'item_ego'``: the same rows' layer-0
-        embeddings, which the L2 term regularizes. Gathering the batch's rows here, once, keeps
-        the backward pass to one dense gradient per propagated matrix.
+    def forward(self, users=None, items=None, training=False) -> "ForwardResult":
+        """Final representations of the rows ``users`` and ``items`` (all rows when ``None``),
+        as a :class:`ForwardResult`. Gathering the batch's rows here, once, keeps the backward
+        pass to one dense gradient per propagated matrix.
         """
         raise NotImplementedError
 
     def call(self, user_ids, training=False):
         """Scores ``[batch, num_items]`` of ``user_ids`` for every item."""
         out = self.forward(training=training)
-        return tf.matmul(tf.gather(out["users"], user_ids), out["items"], transpose_b=True)
+        return tf.matmul(tf.gather(out.users, user_ids), out.items, transpose_b=True)
 
     def final_embeddings(self):
         """``(users [num_users, d], items [num_items, d])`` at inference (no sampling)."""
         out = self.forward(training=False)
-        return out["users"], out["items"]
+        return out.users, out.items
 
     # -- training -----------------------------------------------------------------------------
     def on_epoch_start(self, epoch: int, seed: int) -> None:
@@ -100,7 +115,9 @@ class Recommender(keras.Model):
         """
         share, users, items, pos_rows, neg_rows = self.replica_batch(batch)
         out = self.forward(users=users, items=items, training=training)
-        return self._bpr_terms(share, out, pos_rows, neg_rows)
+        terms = Terms(share)
+        self.add_bpr_terms(terms, out, pos_rows, neg_rows)
+        return terms.as_dict()
 
     def replica_batch(self, batch):
         """``(share, users, items, pos_rows, neg_rows)``: this replica's share of ``batch``, its
@@ -111,14 +128,14 @@ class Recommender(keras.Model):
         return (share, tf.gather(batch["user"], share.rows), items,
                 tf.gather(pos_rows, share.rows), tf.gather(neg_rows, share.rows))
 
-    def _bpr_terms(self, share, out, pos_rows, neg_rows) -> dict:
+    def add_bpr_terms(self, terms: "Terms", out: "ForwardResult", pos_rows, neg_rows) -> None:
         """BPR and L2 over the share's triplets, each divided by the global batch size."""
-        bpr = losses.bpr_on_rows(out["users"], out["items"], pos_rows, neg_rows,
-                                 batch_size=share.batch_size)
-        reg = self.config.reg_weight * losses.l2_loss(
-            [out["user_ego"], tf.gather(out["item_ego"], pos_rows),
-             tf.gather(out["item_ego"], neg_rows)], share.batch_size)
-        return {"loss": bpr + reg, "bpr": bpr, "reg": reg}
+        batch_size = terms.share.batch_size
+        terms.per_triplet("bpr", losses.bpr_on_rows(out.users, out.items, pos_rows, neg_rows,
+                                                    batch_size=batch_size), loss=True)
+        terms.per_triplet("reg", self.config.reg_weight * losses.l2_loss(
+            [out.user_ego, tf.gather(out.item_ego, pos_rows),
+             tf.gather(out.item_ego, neg_rows)], batch_size), loss=True)
 
     def new_optimizer(self, learning_rate: float, variables,
                       kind: str = "adam") -> keras.optimizers.Optimizer:
@@ -152,7 +169,13 @@ class Recommender(keras.Model):
         scale = optimizer.scale_loss(tf.ones_like(loss))
         grads = tape.gradient(loss, variables if sources is None else sources,
                               output_gradients=scale)
-        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        # A variable of the group with no gradient path from the loss is a wiring error (a
+        # term that never reads it), not something to skip over in silence.
+        missing = [v.path for g, v in zip(grads, variables) if g is None]
+        if missing:
+            raise ValueError(f"no gradient reaches {missing} from the loss of the update that "
+                             f"trains them: a term that should read them does not")
+        optimizer.apply_gradients(list(zip(grads, variables)))
 
     @property
     def optimizers(self) -> dict:
@@ -162,6 +185,7 @@ class Recommender(keras.Model):
         with tf.GradientTape() as tape:
             terms = self.compute_losses(batch, training=True)
         self.minimize(self._optimizers["main"], tape, terms["loss"], self.trainable_variables)
+        self.seeds.advance()
         return terms
 
     def get_config(self):
@@ -175,6 +199,119 @@ class Recommender(keras.Model):
             f"{type(self).__name__} is built from a Dataset, not from a config dict: rebuild it "
             f"with ibmrec_tf.models.build_model(name, dataset, ModelConfig(...)) and restore a "
             f"checkpoint with ibmrec_tf.training.load_weights")
+
+
+@dataclasses.dataclass
+class ForwardResult:
+    """What a forward pass gives, for the rows it was asked for (all rows when ``None``).
+
+    Every model fills ``users``, ``items`` (the final representations that are scored) and
+    ``user_ego`` / ``item_ego`` (the same rows' layer-0 embeddings, which the L2 term
+    regularizes). The multimodal backbones add, where they have them:
+
+    * ``item_base``: the items before the item-item term (equal to ``items`` without one);
+    * ``item_ego_all``: every item's layer-0 embedding, which the item-item graph propagates;
+    * ``z_items``: each modality's ``Z^k`` of the asked items, before the fusion MLP (samples
+      in a stochastic training pass), for a backbone with a projection;
+    * ``z_means`` / ``z_scales``: each modality's ``mu_k`` and ``sigma_k`` of the same items, in
+      a stochastic training pass.
+    """
+
+    users: tf.Tensor
+    items: tf.Tensor
+    user_ego: tf.Tensor
+    item_ego: tf.Tensor
+    item_base: tf.Tensor | None = None
+    item_ego_all: tf.Tensor | None = None
+    z_items: list | None = None
+    z_means: list | None = None
+    z_scales: list | None = None
+
+
+class StepSeeds(keras.layers.Layer):
+    """A model's seed and step counter: its stateless samples are a pure function of both.
+
+    ``seed``: the run's seed, turned into the ``sampling_seed`` variable; ``step``: the
+    number of training steps taken, advanced by every ``train_step`` (checkpointed with the
+    model, so a resumed run draws the same samples; the same on every replica).
+    :meth:`step_seed` gives the ``[2]`` int32 seed ``(sampling_seed + offset, step)`` of one kind of sample (each
+    kind has its own ``offset``, a prime).
+    """
+
+    def __init__(self, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        sampling_seed = int(np.random.default_rng([int(seed), 0x5EED5]).integers(0, 2**30))
+        self.sampling_seed = self.add_weight(
+            shape=(), dtype="int32", trainable=False, name="sampling_seed",
+            initializer=keras.initializers.Constant(sampling_seed))
+        self.step = self.add_weight(shape=(), dtype="int64", trainable=False, name="step",
+                                    initializer="zeros", aggregation="only_first_replica")
+        self.built = True
+
+    def step_seed(self, offset: int = 0):
+        return tf.stack([tf.convert_to_tensor(self.sampling_seed) + offset,
+                         tf.cast(tf.convert_to_tensor(self.step), tf.int32)])
+
+    def advance(self) -> None:
+        self.step.assign_add(1)
+
+
+class Terms:
+    """The named terms of one batch's update, as this replica's share, and their sum ``loss``.
+
+    The one place where a term is scaled for the replicas of a ``tf.distribute`` strategy:
+
+    * :meth:`per_triplet`: a sum over this replica's triplets, already divided by the global
+      batch size (BPR, L2, a per-modality BPR): recorded as it is;
+    * :meth:`batch_level`: a value computed over the whole (global) batch (HSIC over its
+      distinct items, InfoNCE with in-batch negatives, the DV bound, a reported mean): each
+      replica records ``1 / replicas`` of it;
+    * :meth:`weighted`: ``weight`` times recorded terms (already shares), added to the loss;
+    * :meth:`report`: a value recorded as it is and never summed (a histogram).
+
+    The replicas' shares (and their gradients, which the optimizer sums) add up to the
+    one-replica values. :meth:`as_dict` gives the terms with ``'loss'``.
+    """
+
+    def __init__(self, share: "ReplicaShare"):
+        self.share = share
+        self.values: dict = {}
+        self._loss = None
+
+    def _record(self, name: str, value, loss: bool):
+        if name in self.values or name == "loss":
+            raise ValueError(f"loss term {name!r} recorded twice")
+        self.values[name] = value
+        if loss:
+            self._loss = value if self._loss is None else self._loss + value
+        return value
+
+    def per_triplet(self, name: str, value, *, loss: bool = False):
+        return self._record(name, value, loss)
+
+    def batch_level(self, name: str, value, *, loss: bool = False):
+        return self._record(name, value * self.share.scale, loss)
+
+    def weighted(self, name: str, weight: float, of) -> None:
+        """Records ``weight * sum(terms[n] for n in of)`` as ``name`` and adds it to the loss."""
+        parts = [self.values[n] for n in ([of] if isinstance(of, str) else of)]
+        return self._record(name, weight * tf.add_n(parts), True)
+
+    def report(self, name: str, value) -> None:
+        self._record(name, value, False)
+
+    def __getitem__(self, name: str):
+        return self.loss if name == "loss" else self.values[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name == "loss" or name in self.values
+
+    @property
+    def loss(self):
+        return self._loss if self._loss is not None else tf.constant(0.0)
+
+    def as_dict(self) -> dict:
+        return {"loss": self.loss, **self.values}
 
 
 class ReplicaShare:

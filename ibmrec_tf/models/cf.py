@@ -7,7 +7,7 @@ import tensorflow as tf
 from ibmrec_tf import graph as graph_lib
 from ibmrec_tf.data import Dataset
 from ibmrec_tf.layers import CSRGraph, GraphPropagation
-from ibmrec_tf.models.base import ModelConfig, Recommender, node_rows, rows_of
+from ibmrec_tf.models.base import ForwardResult, ModelConfig, Recommender, node_rows, rows_of
 
 
 class BPRMF(Recommender):
@@ -21,7 +21,7 @@ class BPRMF(Recommender):
     def forward(self, users=None, items=None, training=False):
         user_ego = rows_of(self.user_embedding, users)
         item_ego = rows_of(self.item_embedding, items)
-        return {"users": user_ego, "items": item_ego, "user_ego": user_ego, "item_ego": item_ego}
+        return ForwardResult(users=user_ego, items=item_ego, user_ego=user_ego, item_ego=item_ego)
 
 
 class LightGCN(Recommender):
@@ -41,5 +41,5 @@ class LightGCN(Recommender):
         ego = tf.convert_to_tensor(self.node_embedding)
         final = self.propagation(ego, graph=self.user_item_graph)
         user_rows, item_rows = node_rows(self.num_users, self.num_items, users, items)
-        return {"users": tf.gather(final, user_rows), "items": tf.gather(final, item_rows),
-                "user_ego": tf.gather(ego, user_rows), "item_ego": tf.gather(ego, item_rows)}
+        return ForwardResult(users=tf.gather(final, user_rows), items=tf.gather(final, item_rows),
+                             user_ego=tf.gather(ego, user_rows), item_ego=tf.gather(ego, item_rows))

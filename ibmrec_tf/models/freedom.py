@@ -122,13 +122,10 @@ class FREEDOM(MultimodalRecommender):
             return self.pruned_graph
         return self.ui_graph
 
-    def backbone_terms(self, share, out, pos_rows, neg_rows) -> dict:
+    def add_own_terms(self, terms, out, pos_rows, neg_rows) -> None:
         """``freedom_modality_bpr * sum_k BPR(<x_a, z^k_pos>, <x_a, z^k_neg>)`` over the share."""
-        per_modality = {name: losses.bpr_on_rows(out["users"], z, pos_rows, neg_rows,
-                                                 batch_size=share.batch_size)
-                        for name, z in zip(self.modalities, out["z_items"])}
-        total = self.config.freedom_modality_bpr * tf.add_n(list(per_modality.values()))
-        terms = {"loss": total, "modality_bpr": total}
-        for name, value in per_modality.items():
-            terms[f"modality_bpr/{name}"] = value
-        return terms
+        for name, z in zip(self.modalities, out.z_items):
+            terms.per_triplet(f"modality_bpr/{name}", losses.bpr_on_rows(
+                out.users, z, pos_rows, neg_rows, batch_size=terms.share.batch_size))
+        terms.weighted("modality_bpr", self.config.freedom_modality_bpr,
+                       [f"modality_bpr/{m}" for m in self.modalities])

@@ -51,26 +51,51 @@ import tensorflow as tf
 
 from ibmrec_tf import losses
 from ibmrec_tf.layers import FusionMLP, PairCritic
+from ibmrec_tf.models.base import Terms
+from ibmrec_tf.models.multimodal import BackboneOptions
+from ibmrec_tf.models.parts import Denoiser, OwnUpdate
+
+#: offset of the DV bound's shuffles among a step's stateless samples
+_SHUFFLE_SEED_OFFSET = 104729
 
 
-class MRdIBHead(keras.layers.Layer):
-    """MRdIB's own weights: the critics, and on backbones whose scores do not read the
-    modalities the users' maps and the fusion MLP (see the module docstring)."""
+class MRdIBDenoiser(Denoiser):
+    """MRdIB as a plug-in (see the module docstring). Its own weights: the critics, and on
+    backbones whose scores do not read the modalities the users' maps and the fusion MLP."""
 
-    def __init__(self, *, modalities, dim: int, content: bool, estimator: str,
-                 critic_hidden: int, fusion_mlp: bool, **kwargs):
-        super().__init__(**kwargs)
-        self.modalities = tuple(modalities)
-        self.dim = int(dim)
-        self.content = bool(content)
-        self.estimator = estimator
+    key = "mrdib"
+
+    @classmethod
+    def settings_read(cls, config, backbone) -> frozenset[str]:
+        read = {"mrdib_kl_weight", "mrdib_unique_weight", "mrdib_redundancy_weight",
+                "mrdib_redundancy_estimator", "mrdib_fusion_mlp", "hsic_items"}
+        read.add("mrdib_critic_hidden" if config.mrdib_redundancy_estimator == "dv"
+                 else "sigma2_fib")
+        if not backbone.content:
+            read.add("mrdib_synergy_weight")
+        return frozenset(read)
+
+    @classmethod
+    def backbone_options(cls, config, backbone) -> BackboneOptions:
+        return BackboneOptions(projection=True, stochastic=True, fusion_mlp=config.mrdib_fusion_mlp)
+
+    @classmethod
+    def uses_hsic_sample(cls, config, backbone) -> bool:
+        return True
+
+    def __init__(self, *, backbone, config, seeds, **kwargs):
+        super().__init__(backbone=backbone, config=config, seeds=seeds, **kwargs)
+        self.modalities = tuple(backbone.modalities)
+        dim = config.embedding_dim
+        self.content = bool(backbone.content)
+        self.estimator = config.mrdib_redundancy_estimator
         self.pairs = list(itertools.combinations(range(len(self.modalities)), 2))
         # Attribute names (a list of layers would not be tracked for tf.train.Checkpoint).
         self.critic_names = []
-        if estimator == "dv":
+        if self.estimator == "dv":
             for a, b in self.pairs:
                 name = f"critic_{self.modalities[a]}_{self.modalities[b]}"
-                setattr(self, name, PairCritic(hidden_units=critic_hidden, name=name))
+                setattr(self, name, PairCritic(hidden_units=config.mrdib_critic_hidden, name=name))
                 getattr(self, name).build(((None, dim), (None, dim)))
                 self.critic_names.append(name)
         self.fusion = None
@@ -81,10 +106,9 @@ class MRdIBHead(keras.layers.Layer):
                     shape=(dim, dim), initializer=init, name=f"user_map_{self.modalities[k]}"))
             self.user_map_fused = self.add_weight(shape=(dim, dim), initializer=init,
                                                   name="user_map_fused")
-            if fusion_mlp:
+            if config.mrdib_fusion_mlp:
                 self.fusion = FusionMLP(units=dim * len(self.modalities), name="fusion_mlp")
                 self.fusion.build((None, dim * len(self.modalities)))
-        self.built = True
 
     def critics(self) -> list:
         return [getattr(self, name) for name in self.critic_names]
@@ -106,42 +130,58 @@ class MRdIBHead(keras.layers.Layer):
             z_list = tf.split(self.fusion(tf.concat(z_list, axis=1)), len(z_list), axis=1)
         return tf.add_n(list(z_list)) / float(len(z_list))
 
+    def add_terms(self, terms, step) -> None:
+        out, config = step.out, self.config
+        means, scales = ((out.z_means, out.z_scales) if out.z_means is not None
+                         else self.backbone.projection_stats(step.items))
+        kl_terms(terms, config, self.modalities, means, scales)
+        unique_terms(terms, config, self, out.users, out.z_items, step.pos_rows, step.neg_rows)
+        if not self.content:
+            synergy_terms(terms, config, self, out.users, out.z_items, step.pos_rows,
+                          step.neg_rows)
+        redundancy_terms(terms, config, self, [z[:step.hsic_rows] for z in out.z_items],
+                         self.step_seed(_SHUFFLE_SEED_OFFSET))
 
-def kl_terms(config, modalities, means, scales, share) -> dict:
+    def updates(self) -> list[OwnUpdate]:
+        """The critics ascend the DV bound the encoders descend, recorded during the first
+        update's forward pass (with the DV estimator and two or more modalities)."""
+        if not self.critic_names:
+            return []
+        return [OwnUpdate("critic", self.critic_variables(),
+                          lambda terms: -terms["redundancy_estimate"], during_first=True,
+                          exclusive=True)]
+
+
+def kl_terms(terms: Terms, config, modalities, means, scales) -> None:
     """``kl/<modality>``: the batch items' mean KL; ``kl``: ``mrdib_kl_weight`` times their sum."""
-    terms = {}
     for name, mean, scale in zip(modalities, means, scales):
-        terms[f"kl/{name}"] = tf.reduce_mean(losses.kl_standard_normal(mean, scale)) * share.scale
-    terms["kl"] = config.mrdib_kl_weight * tf.add_n([terms[f"kl/{m}"] for m in modalities])
-    return terms
+        terms.batch_level(f"kl/{name}", tf.reduce_mean(losses.kl_standard_normal(mean, scale)))
+    terms.weighted("kl", config.mrdib_kl_weight, [f"kl/{m}" for m in modalities])
 
 
-def unique_terms(config, head, users, z_items, pos_rows, neg_rows, share) -> dict:
+def unique_terms(terms: Terms, config, head, users, z_items, pos_rows, neg_rows) -> None:
     """``unique/<modality>``: each modality's BPR alone; ``unique``: the weighted sum."""
-    terms = {}
-    parts = head.user_parts(users)
-    for name, part, z in zip(head.modalities, parts, z_items):
-        terms[f"unique/{name}"] = losses.bpr_on_rows(part, z, pos_rows, neg_rows,
-                                                     batch_size=share.batch_size)
-    terms["unique"] = config.mrdib_unique_weight * tf.add_n(
-        [terms[f"unique/{m}"] for m in head.modalities])
-    return terms
+    for name, part, z in zip(head.modalities, head.user_parts(users), z_items):
+        terms.per_triplet(f"unique/{name}", losses.bpr_on_rows(
+            part, z, pos_rows, neg_rows, batch_size=terms.share.batch_size))
+    terms.weighted("unique", config.mrdib_unique_weight, [f"unique/{m}" for m in head.modalities])
 
 
-def synergy_terms(config, head, users, z_items, pos_rows, neg_rows, share) -> dict:
+def synergy_terms(terms: Terms, config, head, users, z_items, pos_rows, neg_rows) -> None:
     """On backbones whose scores do not read the modalities: the fused modalities' BPR."""
-    value = losses.bpr_on_rows(tf.matmul(users, head.user_map_fused), head.fused(z_items),
-                               pos_rows, neg_rows, batch_size=share.batch_size)
-    return {"synergy_bpr": value, "synergy": config.mrdib_synergy_weight * value}
+    terms.per_triplet("synergy_bpr", losses.bpr_on_rows(
+        tf.matmul(users, head.user_map_fused), head.fused(z_items), pos_rows, neg_rows,
+        batch_size=terms.share.batch_size))
+    terms.weighted("synergy", config.mrdib_synergy_weight, "synergy_bpr")
 
 
-def redundancy_terms(config, head, z_items, seed, share) -> dict:
+def redundancy_terms(terms: Terms, config, head, z_items, seed) -> None:
     """The dependence between each pair of modalities over the same items, averaged over the
     pairs: ``redundancy_estimate`` (the DV bound in nats, which the critics' optimizer
     maximizes, or HSIC) and ``redundancy``, the weighted term the encoders minimize. Nothing
     with one modality."""
     if not head.pairs:
-        return {}
+        return
     estimates = []
     for index, (a, b) in enumerate(head.pairs):
         za, zb = z_items[a], z_items[b]
@@ -154,6 +194,5 @@ def redundancy_terms(config, head, z_items, seed, share) -> dict:
                                                    tf.math.l2_normalize(zb, axis=1),
                                                    [permutation])
         estimates.append(losses.donsker_varadhan(scores[0], scores[1]))
-    estimate = tf.add_n(estimates) / float(len(estimates)) * share.scale
-    return {"redundancy_estimate": estimate,
-            "redundancy": config.mrdib_redundancy_weight * estimate}
+    terms.batch_level("redundancy_estimate", tf.add_n(estimates) / float(len(estimates)))
+    terms.weighted("redundancy", config.mrdib_redundancy_weight, "redundancy_estimate")

@@ -24,32 +24,104 @@ The kNN graphs are built once from the raw features (Algorithm 1, line 1). An op
 masker (the graph-level IB, :mod:`ibmrec_tf.models.ibmrec`) rescales every edge of ``S``
 before the normalization.
 
-Two options serve the MRdIB plug-in (:mod:`ibmrec_tf.models.mrdib`): ``stochastic=True`` makes
-each modality's projection a Gaussian, ``Z^k ~ N(mu_k, diag(softplus(mu_k A_k + c_k))^2)`` with
-``mu_k = MLP_k(M^k)``,
-sampled with the reparameterization in training and its mean at evaluation and export; and
-``fusion_mlp=True`` passes the items' content ``[Z^1, ..., Z^K]`` through a small residual MLP
-before the backbone reads it, ``Z + MLP(Z)``, so that the scores can use an interaction of two
-modalities. FREEDOM (:mod:`ibmrec_tf.models.freedom`) is a member of the family with a frozen
-item-item graph and a pruned user-item graph.
+The denoisers (:mod:`ibmrec_tf.models.parts`) ask for build options (:class:`BackboneOptions`):
+``projection`` gives a backbone without content a projection all the same (GIB's masker and
+MRdIB read it); ``stochastic`` makes each modality's projection a Gaussian,
+``Z^k ~ N(mu_k, diag(softplus(mu_k A_k + c_k))^2)`` with ``mu_k = MLP_k(M^k)``, sampled with the
+reparameterization in training and its mean at evaluation and export; and ``fusion_mlp``
+passes the items' content ``[Z^1, ..., Z^K]`` through a small residual MLP before the backbone
+reads it, ``Z + MLP(Z)``, so that the scores can use an interaction of two modalities. FREEDOM
+(:mod:`ibmrec_tf.models.freedom`) is a member of the family with a frozen item-item graph and a
+pruned user-item graph.
+
+What a denoiser may read of a backbone is its :class:`~ibmrec_tf.models.base.ForwardResult`
+and the names in :data:`DENOISER_SURFACE`, documented on the class; nothing else.
 """
 
 from __future__ import annotations
 
-import keras
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
 from ibmrec_tf import graph as graph_lib
 from ibmrec_tf.data import Dataset
-from ibmrec_tf.layers import (CSRGraph, FusionMLP, GraphPropagation, ModalityProjection,
-                              NeighborGraph, NeighborTable, PerDevice, inverse_softplus,
-                              symmetric_normalize)
-from ibmrec_tf.models.base import ModelConfig, Recommender, node_rows, rows_of
+from ibmrec_tf.layers import (CSRGraph, GraphPropagation, NeighborGraph, NeighborTable,
+                              PerDevice, symmetric_normalize)
+from ibmrec_tf.models.base import (ForwardResult, ModelConfig, Recommender, Terms, node_rows,
+                                   rows_of)
+from ibmrec_tf.models.content import ItemContent
+
+#: What a denoiser may read of a multimodal backbone besides the forward result: the class
+#: switches, the constants, the trained pieces it builds on, and the passes it may repeat.
+DENOISER_SURFACE = (
+    # class switches
+    "content", "user_item_graph", "item_item_graph", "learned_fusion", "projects_modalities",
+    # constants (on the current replica's device)
+    "modalities", "raw_features", "knn_table",
+    # trained pieces
+    "user_embedding", "item_embedding", "user_content", "projection", "modality_logits",
+    # passes
+    "content_with_stats", "projection_stats", "on_item_graph", "modality_weights",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneOptions:
+    """What the denoisers ask of the backbone they are built on (OR-ed over the denoisers).
+
+    ``projection``: a modality projection even where the backbone's scores do not read one;
+    ``stochastic``: the projection is a Gaussian, sampled in training; ``fusion_mlp``: the
+    items' content passes through a residual MLP before the backbone reads it.
+    """
+
+    projection: bool = False
+    stochastic: bool = False
+    fusion_mlp: bool = False
+
+    def __or__(self, other: "BackboneOptions") -> "BackboneOptions":
+        return BackboneOptions(*(a or b for a, b in zip(dataclasses.astuple(self),
+                                                        dataclasses.astuple(other))))
+
+
+@dataclasses.dataclass
+class ForwardInputs:
+    """What the denoisers pass into a backbone's forward pass.
+
+    ``z_all``: every item's ``Z`` (with ``z_means`` / ``z_scales`` where it was sampled) where a
+    denoiser computed it already; ``edge_scale`` ``[num_items, K * knn_k]``: a factor on every
+    item-item edge (GIB's mask; two denoisers' factors multiply); ``extras``: each denoiser's
+    own values for its terms, under its key.
+    """
+
+    z_all: list | None = None
+    z_means: list | None = None
+    z_scales: list | None = None
+    edge_scale: tf.Tensor | None = None
+    extras: dict = dataclasses.field(default_factory=dict)
+
+    def scale_edges(self, scale) -> None:
+        self.edge_scale = scale if self.edge_scale is None else self.edge_scale * scale
 
 
 class MultimodalRecommender(Recommender):
-    """The multimodal backbone family (see the module docstring)."""
+    """The multimodal backbone family (see the module docstring).
+
+    The surface a denoiser may read (:data:`DENOISER_SURFACE`):
+
+    * ``content``, ``user_item_graph``, ``item_item_graph``, ``learned_fusion``: the class
+      switches; ``projects_modalities()``: whether the backbone itself has ``Z^k = MLP(M^k)``;
+    * ``modalities``; ``raw_features``: each ``M^k`` ``[num_items, dim_k]``; ``knn_table``: the
+      item-item graph's neighbour ids (item-item backbones);
+    * ``user_embedding`` ``P``, ``item_embedding`` ``Q``, ``user_content`` ``C`` (content
+      backbones), ``projection`` (a :class:`~ibmrec_tf.layers.ModalityProjection`, where
+      there is one), ``modality_logits`` (learned fusion);
+    * ``content_with_stats(training)``: every item's ``(Z, means, scales)``;
+      ``projection_stats(items)``: ``(means, scales)`` of a stochastic projection;
+      ``on_item_graph(out, items, edge_scale, first=)``: the items' representation on an
+      item-item graph with scaled edges; ``modality_weights()``.
+    """
 
     multimodal = True
     content = True
@@ -79,60 +151,27 @@ class MultimodalRecommender(Recommender):
             read |= {"knn_k", "item_layers"}
         return frozenset(read)
 
-    def __init__(self, dataset: Dataset, config: ModelConfig, *, need_projection: bool = False,
-                 stochastic: bool = False, fusion_mlp: bool = False, **kwargs):
+    def __init__(self, dataset: Dataset, config: ModelConfig, *,
+                 options: BackboneOptions | None = None, **kwargs):
+        """``options``: what the denoisers ask of the backbone (:class:`BackboneOptions`);
+        ``kwargs``: :class:`~ibmrec_tf.models.base.Recommender`'s (``seed``, ``seeds``,
+        ``name``)."""
         super().__init__(dataset.num_users, dataset.num_items, config, **kwargs)
+        options = options or BackboneOptions()
+        need_projection, stochastic = options.projection, options.stochastic
+        fusion_mlp = options.fusion_mlp
         self.modalities = tuple(dataset.features)
         num_modalities = len(self.modalities)
-        d = config.embedding_dim
-        self.content_dim = d * num_modalities
-        # Each modality is scaled to unit mean row norm: pre-trained features come at any scale
-        # (TikTok's visual rows have norm ~33, its acoustic ones ~4), and the projection is
-        # initialized to give Z the scale of the ID embeddings. Cosine kNN and the HSIC terms
-        # (which normalize rows) do not change.
-        self.feature_scales = [float(np.mean(np.linalg.norm(dataset.features[m], axis=1))) or 1.0
-                               for m in self.modalities]
-        raw_features = [tf.constant(dataset.features[m] / scale)
-                        for m, scale in zip(self.modalities, self.feature_scales)]
-        # What the all-item projection reads: the raw features in the projection's compute
-        # dtype, cast once (the same tensors under float32).
-        compute_dtype = keras.DTypePolicy(config.precision).compute_dtype
-        projection_inputs = [m if compute_dtype == "float32" else tf.cast(m, compute_dtype)
-                             for m in raw_features]
-        # Each replica of a tf.distribute strategy reads its own copies (see layers.PerDevice).
-        self._raw_features = PerDevice(raw_features)
-        self._projection_inputs = (self._raw_features if compute_dtype == "float32"
-                                   else PerDevice(projection_inputs))
+        self.content_dim = config.embedding_dim * num_modalities
         self.user_embedding = self._embedding(self.num_users, "P")
         self.item_embedding = self._embedding(self.num_items, "Q")
-        self.projection = None
         self.stochastic = bool(stochastic)
-        if self.projects_modalities() or need_projection or stochastic:
-            self.projection = ModalityProjection(
-                input_dims=[f.shape[1] for f in raw_features], output_dim=d,
-                hidden_layers=config.projection_layers, activation=config.projection_activation,
-                output_stddev=config.init_stddev, fast_gradient=not config.straightforward,
-                dtype=config.precision, name="projection")
-            self.projection.build()
-        self.projection_scale = None
-        #: a callable giving the ``[2]`` int32 seed of this step's projection noise (set by the
-        #: model that trains the backbone; see :meth:`project`)
-        self.noise_seed_fn = None
-        if self.stochastic:
-            # sigma = softplus(mu A + c) with c = softplus^-1(s / 10): every scale starts near a
-            # tenth of the ID embeddings' initial std s (small noise).
-            self.projection_scale = ModalityProjection(
-                input_dims=[d] * num_modalities, output_dim=d, hidden_layers=0,
-                fast_gradient=False, output_bias=inverse_softplus(config.init_stddev / 10.0),
-                dtype=config.precision, name="projection_scale")
-            self.projection_scale.build()
-            size = 1 << max(16, int(self.num_items - 1).bit_length())
-            bank = np.random.default_rng(0x5EED).standard_normal((size, d), dtype=np.float32)
-            self._noise_bank = PerDevice(tf.constant(bank))
-        self.fusion = None
-        if fusion_mlp and self.content:
-            self.fusion = FusionMLP(units=self.content_dim, name="fusion_mlp")
-            self.fusion.build((None, self.content_dim))
+        # The raw features, the projection (where the scores or a denoiser read it) and the
+        # fusion MLP (where the scores read the content).
+        self.item_content = ItemContent(
+            dataset, config, projection=self.projects_modalities() or need_projection,
+            stochastic=stochastic, fusion_mlp=fusion_mlp and self.content, seeds=self.seeds,
+            name="item_content")
         if self.content:
             self.user_content = self._embedding(self.num_users, "C", dim=self.content_dim)
         if self.user_item_graph:
@@ -141,7 +180,6 @@ class MultimodalRecommender(Recommender):
             self.ui_propagation = GraphPropagation(num_layers=config.n_layers,
                                                    name="user_item_propagation")
         self._propagated_features = None
-        self._shards = None
         if self.item_item_graph:
             if config.knn_k >= self.num_items:
                 raise ValueError(f"knn_k={config.knn_k} must be < the number of items {self.num_items}")
@@ -163,17 +201,26 @@ class MultimodalRecommender(Recommender):
             self.ii_propagation = GraphPropagation(num_layers=config.item_layers, combine="last",
                                                    name="item_item_propagation")
 
-    # -- constants, on the current replica's device ------------------------------------------------
+    # -- the items' content (ibmrec_tf.models.content.ItemContent) -----------------------------
     @property
     def raw_features(self) -> list:
         """Each modality's raw features ``M^k`` ``[num_items, dim_k]``, float32, unit mean norm."""
-        return self._raw_features.get()
+        return self.item_content.raw_features
 
     @property
-    def projection_inputs(self) -> list:
-        """The raw features in the projection's compute dtype (the same tensors under float32)."""
-        return self._projection_inputs.get()
+    def projection(self):
+        """The modality projection (a :class:`~ibmrec_tf.layers.ModalityProjection`), or None."""
+        return self.item_content.projection
 
+    def content_with_stats(self, training=False):
+        """``(Z, means, scales)`` of every item (:meth:`ItemContent.all_items`)."""
+        return self.item_content.all_items(training)
+
+    def projection_stats(self, items) -> tuple[list, list]:
+        """``(means, scales)`` of each modality's projection of ``items`` (stochastic)."""
+        return self.item_content.stats(items)
+
+    # -- constants, on the current replica's device ------------------------------------------------
     @property
     def knn_neighbors(self):
         """``[num_items, K * knn_k]`` neighbour ids of the fused kNN graph."""
@@ -194,111 +241,6 @@ class MultimodalRecommender(Recommender):
     def modality_weights(self):
         return tf.nn.softmax(self.modality_logits)
 
-    def project(self, features, rows=None, training=False) -> list:
-        """``[Z^1, ..., Z^K]`` of the items ``rows`` (all items when None) from their ``features``.
-
-        The projection's output, or with ``stochastic=True`` in training a reparameterized
-        sample ``mu + sigma * eps`` with ``eps ~ N(0, I)`` from :meth:`noise`.
-        """
-        return self.project_with_stats(features, rows, training)[0]
-
-    def project_with_stats(self, features, rows=None, training=False):
-        """``(Z, means, scales)``: :meth:`project`'s output and, for a stochastic training
-        pass, each modality's ``mu_k`` and ``sigma_k`` of the same rows (else None).
-
-        ``sigma_k = softplus(mu_k A_k + c_k)``: an affine map of the mean, ``d x d`` per
-        modality, so the scale head costs a small fraction of the projection whatever the raw
-        features' width (an affine map of the raw features doubled a VBPR step's projection
-        work on TikTok; on 4,096-d features it would double the largest product).
-        """
-        means = self.projection(features)
-        if not (self.stochastic and training):
-            return means, None, None
-        scales = [tf.nn.softplus(s) for s in self.projection_scale(means)]
-        ids = tf.range(self.num_items) if rows is None else rows
-        samples = [mean + scale * self.noise(ids, k) for k, (mean, scale) in
-                   enumerate(zip(means, scales))]
-        return samples, means, scales
-
-    def noise(self, ids, modality: int):
-        """``[len(ids), d]`` standard normal noise of items ``ids`` for this step and modality.
-
-        Drawn from a fixed bank of ``P`` standard normal rows (``P`` a power of two >= the
-        items): item ``i`` takes row ``(a i + b) mod P``, with ``a`` odd and ``b`` drawn from
-        the step's seed (:attr:`noise_seed_fn`) and the modality. For odd ``a`` the map is a
-        bijection, so the items of one step get distinct, independent rows, and every row is
-        an exact ``N(0, I)`` draw; an item gets the same noise wherever the step projects it.
-        Drawing fresh normals instead (``tf.random.stateless_normal``) took 16 ms per modality
-        per step for TikTok's 6,710 x 64 on one thread, three times a VBPR step; the gather
-        takes 2 ms. The bank (and so the run) is a function of the seeds alone.
-        """
-        bank = self._noise_bank.get()
-        size = int(bank.shape[0])
-        draw = tf.random.stateless_uniform([2], seed=self.noise_seed_fn() + modality,
-                                           minval=0, maxval=size, dtype=tf.int64)
-        multiplier, offset = 2 * draw[0] + 1, draw[1]
-        rows = (tf.cast(ids, tf.int64) * multiplier + offset) % size
-        return tf.gather(bank, rows)
-
-    def projection_stats(self, items) -> tuple[list, list]:
-        """``(means, scales)`` of each modality's projection of ``items`` (``stochastic=True``)."""
-        means = self.projection([tf.gather(m, items) for m in self.raw_features])
-        return means, [tf.nn.softplus(s) for s in self.projection_scale(means)]
-
-    def fused_content(self, z_list) -> list:
-        """The items' content as the backbone reads it: ``Z`` or, with the fusion MLP,
-        ``Z + MLP(Z)`` split back into modalities."""
-        if self.fusion is None:
-            return list(z_list)
-        fused = self.fusion(tf.concat(list(z_list), axis=1))
-        return tf.split(fused, len(z_list), axis=1)
-
-    def content_features(self, training=False):
-        """``[Z^1, ..., Z^K]``, each ``[num_items, d]``: every item's projected modalities
-        (before the fusion MLP; samples in training with ``stochastic=True``)."""
-        return self.content_with_stats(training)[0]
-
-    def content_with_stats(self, training=False):
-        """``(Z, means, scales)`` of every item (see :meth:`project_with_stats`).
-
-        Under a ``tf.distribute`` strategy with R replicas each replica projects its own
-        ``ceil(N / R)`` items and the shares are all-gathered (the gather's gradient returns
-        each share's gradient to the replica that projected it), so the step's largest products,
-        the projection and its kernel gradient, are divided among the replicas instead of
-        repeated on each. The values and the summed gradients are those of one replica.
-        """
-        context = tf.distribute.get_replica_context()
-        replicas = 1 if context is None else context.num_replicas_in_sync
-        if replicas == 1 or self.config.straightforward:
-            return self.project_with_stats(self.projection_inputs, training=training)
-        replica = tf.get_static_value(context.replica_id_in_sync_group)
-        if replica is not None:  # each replica's rows, cut once (not copied every step)
-            rows = self._shard_rows(int(replica), replicas)
-            mine = self.project_with_stats(self._feature_shard(replicas, int(replica)), rows,
-                                           training)
-        else:
-            rows = self._shard_rows(context.replica_id_in_sync_group, replicas)
-            mine = self.project_with_stats([tf.gather(m, rows) for m in self.projection_inputs],
-                                           rows, training)
-        return tuple(None if part is None else
-                     [context.all_gather(z, axis=0)[:self.num_items] for z in part]
-                     for part in mine)
-
-    def _shard_rows(self, replica, replicas: int):
-        """Replica ``replica``'s ``ceil(N / R)`` item rows; the last share repeats item N-1."""
-        share = -(-self.num_items // replicas)
-        start = tf.cast(replica, tf.int32) * share
-        return tf.minimum(tf.range(start, start + share), self.num_items - 1)
-
-    def _feature_shard(self, replicas: int, replica: int) -> list:
-        """Replica ``replica``'s rows of each modality's features, cut once on its device."""
-        if self._shards is None or len(self._shards) != replicas:
-            inputs = self._projection_inputs
-            self._shards = [PerDevice(r, copy=lambda r: [
-                tf.gather(m, self._shard_rows(r, replicas)) for m in inputs.get()],
-                copy_on_default=True) for r in range(replicas)]
-        return self._shards[replica].get()
-
     def propagates_raw_features(self, users=None, items=None, z_all=None,
                                 training=False) -> bool:
         """Whether a forward pass for these rows propagates raw features instead of ``Z``.
@@ -314,7 +256,7 @@ class MultimodalRecommender(Recommender):
         return (self.content and self.user_item_graph and not self.item_item_graph
                 and users is not None and items is not None and z_all is None
                 and self.projection.is_affine and not self.config.straightforward
-                and not (self.stochastic and training) and self.fusion is None)
+                and not (self.stochastic and training) and self.item_content.fusion is None)
 
     def propagated_features(self, chunk_columns: int = 512):
         """``([G [0; M^1], ..., G [0; M^K]], G [0; 1])``: raw features through the user-item graph.
@@ -363,82 +305,71 @@ class MultimodalRecommender(Recommender):
         if not self.content:
             return tf.convert_to_tensor(self.user_embedding), tf.convert_to_tensor(self.item_embedding)
         if z_all is None:
-            z_all = self.content_features(training)
+            z_all = self.item_content.all_items(training)[0]
         users = tf.concat([self.user_embedding, self.user_content], axis=1)
-        items = tf.concat([self.item_embedding] + self.fused_content(z_all), axis=1)
+        items = tf.concat([self.item_embedding] + self.item_content.fused(z_all), axis=1)
         return users, items
-
-    def batch_content(self, items, training=False) -> list:
-        """``[Z^1, ..., Z^K]`` of ``items`` only (before the fusion MLP)."""
-        return self.batch_content_with_stats(items, training)[0]
-
-    def batch_content_with_stats(self, items, training=False):
-        """``(Z, means, scales)`` of ``items`` only (see :meth:`project_with_stats`)."""
-        return self.project_with_stats([tf.gather(m, items) for m in self.raw_features], items,
-                                       training)
 
     def batch_ego(self, users, items, training=False, z_rows=None):
         """Layer-0 ``[p_a, c_a]`` of ``users`` and ``[q_i, z_i]`` of ``items``, projecting only them."""
         if z_rows is None:
-            z_rows = self.batch_content(items, training)
+            z_rows = self.item_content.rows(items, training)[0]
         user_ego = tf.concat([rows_of(self.user_embedding, users),
                               rows_of(self.user_content, users)], axis=1)
         return user_ego, tf.concat([tf.gather(self.item_embedding, items)]
-                                   + self.fused_content(z_rows), axis=1)
+                                   + self.item_content.fused(z_rows), axis=1)
 
-    def forward(self, users=None, items=None, training=False, *, z_all=None, edge_scale=None,
-                z_stats=None):
+    def forward(self, users=None, items=None, training=False, *,
+                inputs: ForwardInputs | None = None) -> ForwardResult:
         """Final representations of ``users`` and ``items`` (see :meth:`Recommender.forward`).
 
-        ``edge_scale`` ``[num_items, K * knn_k]`` multiplies the item-item edges (the GIB mask).
-        Besides the base class's entries, the output holds ``'item_base'`` (the items before the
-        item-item term) and ``'item_ego_all'``, for :meth:`on_item_graph`, and, where the
-        backbone has a projection and ``items`` are given, ``'z_items'``: each modality's
-        ``Z^k`` of those items before the fusion MLP (samples in a stochastic training pass),
-        and then ``'z_stats'``: their ``(means, scales)``. ``z_stats``: the means and scales
-        of every item that came with ``z_all``.
+        ``inputs``: what the denoisers pass in (:class:`ForwardInputs`): every item's ``Z``
+        where one computed it, and a factor on every item-item edge (the GIB mask). The result
+        holds ``item_base`` and ``item_ego_all`` (for :meth:`on_item_graph`) and, where the
+        backbone has a projection and ``items`` are given, ``z_items`` (with ``z_means`` /
+        ``z_scales`` in a stochastic training pass).
         """
+        inputs = inputs or ForwardInputs()
+        z_all = inputs.z_all
         if (self.content and z_all is None and items is not None and not self.user_item_graph
                 and not self.item_item_graph and not self.config.straightforward):
             # No graph (VBPR): only the batch's items need their features projected.
-            z_rows, *stats = self.batch_content_with_stats(items, training)
+            z_rows, means, scales = self.item_content.rows(items, training)
             user_ego, item_ego = self.batch_ego(users, items, training, z_rows)
-            out = {"user_ego": user_ego, "item_ego": item_ego, "users": user_ego,
-                   "item_base": item_ego, "items": item_ego, "z_items": z_rows}
-            if stats[0] is not None:
-                out["z_stats"] = tuple(stats)
-            return out
+            return ForwardResult(users=user_ego, items=item_ego, user_ego=user_ego,
+                                 item_ego=item_ego, item_base=item_ego, z_items=z_rows,
+                                 z_means=means, z_scales=scales)
         if self.propagates_raw_features(users, items, z_all, training):
             return self._forward_propagated_features(users, items)
+        z_means, z_scales = inputs.z_means, inputs.z_scales
         if self.content and z_all is None:
-            z_all, *z_stats = self.content_with_stats(training)
+            z_all, z_means, z_scales = self.content_with_stats(training)
         user_ego, item_ego = self.ego(z_all, training)
-        out = {"user_ego": rows_of(user_ego, users), "item_ego": rows_of(item_ego, items),
-               "item_ego_all": item_ego}
+        z_items = means = scales = None
         if self.projection is not None and items is not None:
             if z_all is not None:
-                out["z_items"] = [tf.gather(z, items) for z in z_all]
-                if z_stats is not None and z_stats[0] is not None:
-                    out["z_stats"] = tuple([tf.gather(x, items) for x in part]
-                                           for part in z_stats)
+                z_items = [tf.gather(z, items) for z in z_all]
+                if z_means is not None:
+                    means = [tf.gather(x, items) for x in z_means]
+                    scales = [tf.gather(x, items) for x in z_scales]
             else:
-                out["z_items"], *stats = self.batch_content_with_stats(items, training)
-                if stats[0] is not None:
-                    out["z_stats"] = tuple(stats)
+                z_items, means, scales = self.item_content.rows(items, training)
         if self.user_item_graph:
             ego = tf.concat([user_ego, item_ego], axis=0)
             final = self.ui_propagation(ego, graph=self.user_item_graph_for(training))
             user_rows, item_rows = node_rows(self.num_users, self.num_items, users, items)
-            out["users"] = tf.gather(final, user_rows)
-            out["item_base"] = tf.gather(final, item_rows)
+            final_users, item_base = tf.gather(final, user_rows), tf.gather(final, item_rows)
         else:
-            out["users"], out["item_base"] = out["user_ego"], out["item_ego"]
-        out["items"] = out["item_base"]
+            final_users, item_base = rows_of(user_ego, users), rows_of(item_ego, items)
+        out = ForwardResult(users=final_users, items=item_base, user_ego=rows_of(user_ego, users),
+                            item_ego=rows_of(item_ego, items), item_base=item_base,
+                            item_ego_all=item_ego, z_items=z_items, z_means=means,
+                            z_scales=scales)
         if self.item_item_graph:
-            out["items"] = self.on_item_graph(out, items, edge_scale)
+            out.items = self.on_item_graph(out, items, inputs.edge_scale)
         return out
 
-    def _forward_propagated_features(self, users, items):
+    def _forward_propagated_features(self, users, items) -> ForwardResult:
         """The training forward pass of VLightGCN that projects only the batch's rows.
 
         The ID and user-content columns are propagated as usual, with the items' content
@@ -458,43 +389,44 @@ class MultimodalRecommender(Recommender):
                              for k, f in enumerate(features)], axis=1)
         final_rows = tf.gather(final, rows) + tf.pad(content, [[0, 0], [d, 0]])
         num_users = tf.shape(users)[0]
-        z_rows = self.batch_content(items)
+        z_rows = self.item_content.rows(items)[0]
         user_ego_rows, item_ego_rows = self.batch_ego(users, items, z_rows=z_rows)
-        return {"user_ego": user_ego_rows, "item_ego": item_ego_rows,
-                "users": final_rows[:num_users], "item_base": final_rows[num_users:],
-                "items": final_rows[num_users:], "z_items": z_rows}
+        return ForwardResult(users=final_rows[:num_users], items=final_rows[num_users:],
+                             user_ego=user_ego_rows, item_ego=item_ego_rows,
+                             item_base=final_rows[num_users:], z_items=z_rows)
 
-    def on_item_graph(self, out, items=None, edge_scale=None, *, first=None):
+    def on_item_graph(self, out: ForwardResult, items=None, edge_scale=None, *, first=None):
         """``Y + Y'/||Y'||`` (Eq. 11-12) for ``items`` on the graph scaled by ``edge_scale``.
 
         ``first``: only the first ``first`` of ``items`` (computes fewer rows).
         """
-        base = out["item_base"]
+        base = out.item_base
         if first is not None:
             items, base = items[:first], base[:first]
-        h = self.ii_propagation(out["item_ego_all"], graph=self.item_item_graph_for(edge_scale),
+        h = self.ii_propagation(out.item_ego_all, graph=self.item_item_graph_for(edge_scale),
                                 rows=items)
         if not self.normalize_item_term:
             return base + h
         return base + tf.math.l2_normalize(h, axis=1, epsilon=1e-12)
 
-    def backbone_terms(self, share, out, pos_rows, neg_rows) -> dict:
-        """The backbone's own terms besides BPR and L2: a dict whose ``'loss'`` is added to the
-        loss and whose other entries are reported (none here; FREEDOM has some)."""
-        return {}
+    def add_own_terms(self, terms: Terms, out: ForwardResult, pos_rows, neg_rows) -> None:
+        """The backbone's own terms besides BPR and L2 (none here; FREEDOM has some)."""
 
-    def add_backbone_terms(self, terms: dict, share, out, pos_rows, neg_rows) -> dict:
-        extra = self.backbone_terms(share, out, pos_rows, neg_rows)
-        if extra:
-            terms["loss"] = terms["loss"] + extra.pop("loss")
-            terms.update(extra)
-        return terms
+    def add_terms(self, terms: Terms, out: ForwardResult, pos_rows, neg_rows) -> None:
+        """BPR, L2 and the backbone's own terms; the learned modality weights are reported."""
+        self.add_bpr_terms(terms, out, pos_rows, neg_rows)
+        self.add_own_terms(terms, out, pos_rows, neg_rows)
+        if self.item_item_graph and self.learned_fusion:
+            weights = self.modality_weights()
+            for k, name in enumerate(self.modalities):
+                terms.batch_level(f"modality_weight/{name}", weights[k])
 
     def compute_losses(self, batch, training=True) -> dict:
         share, users, items, pos_rows, neg_rows = self.replica_batch(batch)
         out = self.forward(users=users, items=items, training=training)
-        return self.add_backbone_terms(self._bpr_terms(share, out, pos_rows, neg_rows), share,
-                                       out, pos_rows, neg_rows)
+        terms = Terms(share)
+        self.add_terms(terms, out, pos_rows, neg_rows)
+        return terms.as_dict()
 
 
 class VBPR(MultimodalRecommender):
