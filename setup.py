@@ -24,12 +24,15 @@ setup(
         for name in ("train", "evaluate", "export", "benchmark", "prepare_data",
                      "extract_features")]},
     extras_require={
-        # the features extra's packages are in the test extra too, so CI tests those paths
+        # the features and serving extras' packages are in the test extra too, so CI tests them
         "test": ["pytest>=8", "hypothesis>=6.100", "keras-hub>=0.32,<0.33",
-                 "tensorflow-text==2.21.*", "scikit-learn>=1.4"],
+                 "tensorflow-text==2.21.*", "scikit-learn>=1.4",
+                 "tensorflow-serving-api>=2.21,<2.22"],
         "plots": ["matplotlib>=3.8"],
         # runners.extract_features: KerasHub text encoders (and tensorflow-text, their
         # tokenizers, pinned to TensorFlow's minor version), TF-IDF with scikit-learn
         "features": ["keras-hub>=0.32,<0.33", "tensorflow-text==2.21.*", "scikit-learn>=1.4"],
+        # the SavedModel's TF Serving warm-up requests (PredictionLog protos)
+        "serving": ["tensorflow-serving-api>=2.21,<2.22"],
     },
 )

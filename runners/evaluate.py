@@ -21,7 +21,8 @@ from absl import flags
 
 from runners import common
 
-flags.DEFINE_string("saved_model", None, "An exported SavedModel folder (default: <model_dir>/export).")
+flags.DEFINE_string("saved_model", None, "An exported SavedModel: a version folder, or a base "
+                    "folder whose newest version is read (default: <model_dir>/export).")
 flags.DEFINE_enum("split", "test", ["valid", "test"], "Split to evaluate.")
 flags.DEFINE_enum("weights", "export", ["export", "best", "latest"],
                   "What to evaluate: the SavedModel (<model_dir>/export or --saved_model), or the "
@@ -40,13 +41,18 @@ def main(argv):
     if from_checkpoint and FLAGS.model_dir is None:
         raise common.UsageError(f"--weights={FLAGS.weights} needs --model_dir")
     saved_model = FLAGS.saved_model or os.path.join(FLAGS.model_dir, "export")
-    if not from_checkpoint and not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
-        raise common.UsageError(f"{saved_model}: no saved_model.pb (was the training finished? "
-                                f"--weights=latest evaluates its latest checkpoint)")
     data = common.load_data()
 
     common.configure_tensorflow()
     from ibmrec_tf import data as data_lib, export
+
+    if not from_checkpoint:
+        found = export.resolve_saved_model(saved_model)
+        if found is None:
+            raise common.UsageError(f"{saved_model}: no saved_model.pb there nor in a version "
+                                    f"folder (was the training finished? --weights=latest "
+                                    f"evaluates its latest checkpoint)")
+        saved_model = found
     from ibmrec_tf.evaluation import Evaluator
 
     if FLAGS.model_dir is not None:

@@ -249,7 +249,7 @@ def test_end_to_end_raw_log_images_texts_to_a_trained_model(tmp_path):
     import tensorflow as tf
 
     cold = raw_ids.index("sku_cold")
-    scores = tf.saved_model.load(str(model_dir / "export")).signatures["score_all"](
+    scores = tf.saved_model.load(str(model_dir / "export" / "1")).signatures["score_all"](
         user_ids=tf.constant([0, 1, 2], tf.int64))["scores"].numpy()
     assert scores.shape == (3, len(raw_ids)) and np.isfinite(scores).all()
     assert np.abs(scores[:, cold]).max() > 0

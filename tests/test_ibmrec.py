@@ -55,6 +55,44 @@ def test_vlattice_items_follow_eq_11_12(small):
     np.testing.assert_allclose(model.final_embeddings()[1].numpy(), expected, rtol=1e-4, atol=1e-6)
 
 
+def test_masked_forward_follows_eq_23_then_11_12(small):
+    """At evaluation GIB's mask is the keep probability: S' = S * w (Eq. 23), normalized with
+    the masked degrees D'^-1/2 S' D'^-1/2 (Eq. 11), and Y + normalize(S'_hat [Q, Z]) (Eq. 12)."""
+    model = _ibmrec(small, n_layers=1, item_layers=1, masker_hidden=4)
+    backbone, part = model.backbone, model.ibmrec
+    backbone.modality_logits.assign([0.3, -0.2])
+    # a masker far from its initial constant keep probability, so that the mask matters
+    masker = part.masker
+    for k, v in enumerate([masker.w_source, masker.w_target, masker.w_out]):
+        v.assign(5.0 * tf.random.stateless_normal(v.shape, seed=(3, k)))
+    masker.b_out.assign(0.0)
+    z = [p.numpy() for p in backbone.content_with_stats()[0]]
+    keep = tf.sigmoid(part.edge_keep_logits([tf.constant(x) for x in z])).numpy()
+    assert keep.std() > 0.05
+    w = tf.nn.softmax([0.3, -0.2]).numpy()
+    neighbors = backbone.knn_neighbors.numpy()
+    fused = np.concatenate([w[m] * s.numpy() for m, s in
+                            enumerate(backbone.item_graph.similarity)], axis=1)
+    s_masked = np.zeros((60, 60))
+    for i in range(60):
+        np.add.at(s_masked[i], neighbors[i], fused[i] * keep[i])
+    d = s_masked.sum(1)
+    s_hat = s_masked / np.sqrt(np.outer(d, d))
+    user_ego = np.concatenate([backbone.user_embedding.numpy(), backbone.user_content.numpy()], 1)
+    item_ego = np.concatenate([backbone.item_embedding.numpy()] + z, 1)
+    adj = graph_lib.normalized_adjacency(90, 60, small.train).toarray()
+    ego = np.concatenate([user_ego, item_ego])
+    y = ((ego + adj @ ego) / 2)[90:]
+    h = s_hat @ item_ego
+    expected = y + h / np.linalg.norm(h, axis=1, keepdims=True)
+    np.testing.assert_allclose(model.final_embeddings()[1].numpy(), expected, rtol=1e-4, atol=1e-6)
+    unmasked = y + (lambda g: g / np.linalg.norm(g, axis=1, keepdims=True))(
+        (lambda s: s / np.sqrt(np.outer(s.sum(1), s.sum(1))))(
+            sum(wm * graph_lib.knn_dense_reference(small.features[m], 4)
+                for wm, m in zip(w, backbone.modalities))) @ item_ego)
+    assert np.abs(expected - unmasked).max() > 1e-3  # the mask changed the items
+
+
 def test_edge_masker_hand_checked_and_config_round_trip():
     masker = EdgeMasker(hidden_units=1, keep_bias_init=0.5)
     masker.build((None, 2))
@@ -91,6 +129,39 @@ def test_loss_is_the_weighted_sum(small, batch):
     assert float(terms["gib"]) == pytest.approx(3.0 * float(terms["hsic_gib"]), rel=1e-6)
     total = sum(float(terms[k]) for k in ("bpr", "reg", "fib", "gib"))
     assert float(terms["loss"]) == pytest.approx(total, rel=1e-5)
+    # Row alignment: BPR and L2 from every user's and item's representations under the same
+    # step's mask (the forward pass over all rows draws the same mask), paired by id.
+    out = model.forward(training=True)
+    x, y = out.users.numpy(), out.items.numpy()
+    u, pos, neg = (batch[k].numpy() for k in ("user", "pos", "neg"))
+    margin = (x[u] * y[pos]).sum(1) - (x[u] * y[neg]).sum(1)
+    assert float(terms["bpr"]) == pytest.approx(np.mean(np.logaddexp(0.0, -margin)), rel=1e-5)
+    ue, ie = out.user_ego.numpy(), out.item_ego.numpy()
+    reg = model.config.reg_weight * 0.5 * ((ue[u] ** 2).sum() + (ie[pos] ** 2).sum()
+                                            + (ie[neg] ** 2).sum()) / len(u)
+    assert float(terms["reg"]) == pytest.approx(reg, rel=1e-5)
+
+
+def test_second_update_infonce_against_a_direct_formula(small, batch):
+    """InfoNCE over the batch's distinct positives (Eq. 31): each pair's label is its own
+    item's column, and an item that is several pairs' positive is no pair's negative."""
+    model = _ibmrec(small, tau=0.3)
+    update = next(u for u in model.own_updates() if u.name == "second_stage")
+    value = float(update.loss(batch))
+    backbone = model.backbone
+    c = backbone.user_content.numpy()[batch["user"].numpy()]
+    pos = batch["pos"].numpy()
+    candidates = np.unique(pos)
+    z = np.concatenate([t.numpy() for t in backbone.projection(
+        [tf.gather(m, candidates) for m in backbone.raw_features])], axis=1)
+    cn = c / np.linalg.norm(c, axis=1, keepdims=True)
+    zn = z / np.linalg.norm(z, axis=1, keepdims=True)
+    logits = cn @ zn.T / 0.3
+    label = np.searchsorted(candidates, pos)
+    expected = -np.mean(logits[np.arange(len(pos)), label]
+                        - np.log(np.exp(logits).sum(axis=1)))
+    assert value == pytest.approx(expected, rel=1e-5)
+    assert len(candidates) < len(pos)  # the batch repeats positives: the dedup matters
 
 
 @pytest.mark.parametrize("backbone, fib, gib, message", [

@@ -95,6 +95,60 @@ def test_symmetric_normalize_matches_numpy():
     assert deg[2] == 0 and np.isfinite(out).all()
 
 
+def test_symmetric_normalize_keeps_bounded_gradients_when_a_mask_empties_a_row():
+    """A row whose every edge a mask drops (keep ~ 1e-30) is normalized as if its degree were
+    the floor: outputs near zero and gradients of a bounded size (an rsqrt under a 1e-12 floor
+    gives gradients up to 5e17 once a row's degree nears it)."""
+    nbr = tf.constant([[0, 1], [1, 2], [2, 0]])
+    base = tf.constant([[1.0, 2.0], [3.0, 1.0], [0.5, 0.5]])
+    mask = tf.Variable([[1.0, 1.0], [1.0, 1.0], [1e-30, 1e-30]])
+    weights = tf.constant([[0.3, -0.7], [1.1, 0.2], [-0.4, 0.9]])
+    with tf.GradientTape() as tape:
+        out = symmetric_normalize(base * mask, nbr)
+        loss = tf.reduce_sum(out * weights)
+    grad = tape.gradient(loss, mask).numpy()
+    assert np.isfinite(out.numpy()).all() and np.abs(out.numpy()[2]).max() < 1e-10
+    # bounded by about 1 / DEGREE_FLOOR (a self-loop meets the floor twice: 0.5 * 1e4 * 0.4);
+    # under a 1e-12 floor the same gradient was 2e11
+    assert np.isfinite(grad).all() and np.abs(grad).max() < 1e5, grad
+    # rows above the floor are unchanged: D^-1/2 S D^-1/2 as before
+    kept = symmetric_normalize(base, nbr).numpy()
+    degree = base.numpy().sum(1)
+    expected = base.numpy() / np.sqrt(degree)[:, None] / np.sqrt(degree[nbr.numpy()])
+    np.testing.assert_allclose(kept, expected, rtol=1e-6)
+
+
+def test_csr_symmetry_is_judged_relative_to_the_entries():
+    small = sp.csr_matrix(np.array([[0.0, 2e-8], [1e-8, 0.0]], np.float32))
+    assert not CSRGraph(small).symmetric  # an absolute 1e-6 tolerance called this symmetric
+    assert CSRGraph(small + small.T).symmetric
+
+
+def test_resampled_graph_gradient_matches_dense_and_refuses_asymmetric_entries():
+    from ibmrec_tf.layers import ResampledGraph
+
+    owner = keras.layers.Layer()
+    a = _random_sparse(12, 12, 0.3, 5)
+    a = (a + a.T).tocsr()
+    graph = ResampledGraph(owner, "g", 12, a.nnz)
+    graph.assign(a)
+    x = tf.Variable(np.random.default_rng(6).normal(size=(12, 3)).astype(np.float32))
+    weights = tf.constant(np.random.default_rng(7).normal(size=(12, 3)).astype(np.float32))
+    dense = tf.constant(a.toarray())
+    with tf.GradientTape(persistent=True) as tape:
+        ours = tf.reduce_sum(graph.matmul(x) * weights)
+        ref = tf.reduce_sum((dense @ x) * weights)
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(tape.gradient(ours, x).numpy(), tape.gradient(ref, x).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    skew = a.tolil()
+    row, col = a.nonzero()
+    k = next(k for k in range(len(row)) if row[k] != col[k])
+    skew[row[k], col[k]] = a[row[k], col[k]] * 2 + 1
+    with pytest.raises(ValueError, match="not symmetric"):
+        graph.assign(skew.tocsr())
+
+
 def test_graph_propagation_two_node_graph():
     # G = [[0, 1], [1, 0]]; E0 = I. Layer 1: G, layer 2: I.
     graph = CSRGraph(sp.csr_matrix(np.array([[0, 1.0], [1.0, 0]], np.float32)))

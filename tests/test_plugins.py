@@ -65,7 +65,7 @@ def test_freedom_prunes_the_stated_share_each_epoch_and_evaluates_on_the_whole_g
 
 def test_freedom_items_and_its_frozen_graph(small, batch):
     model = _model(small, "freedom", freedom_image_weight=0.3)
-    frozen = model.item_item_graph_for().to_dense()
+    frozen = model.item_graph.graph_for().to_dense()
     # Each modality's unit kNN rows / k, fused with the fixed weights 0.3 (image) and 0.7.
     expected = np.zeros_like(frozen)
     for name, weight in (("image", 0.3), ("text", 0.7)):
@@ -85,7 +85,7 @@ def test_freedom_items_and_its_frozen_graph(small, batch):
     step = tf.function(model.train_step)
     for _ in range(3):
         step(batch)
-    np.testing.assert_array_equal(model.item_item_graph_for().to_dense(), frozen)
+    np.testing.assert_array_equal(model.item_graph.graph_for().to_dense(), frozen)
 
 
 def test_freedom_modality_terms_train_only_the_projection_and_users(small, batch):

@@ -34,7 +34,7 @@ def trained(tmp_path_factory):
 def test_train_writes_every_artefact(trained):
     model_dir, proc = trained
     for rel in ("flags.cfg", "run_info.json", "metrics.json", "checkpoints/best/checkpoint",
-                "checkpoints/latest/checkpoint", "export/saved_model.pb"):
+                "checkpoints/latest/checkpoint", "export/1/saved_model.pb"):
         assert (model_dir / rel).exists(), rel
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(model_dir / "logs" / "train"))
     metrics = json.loads((model_dir / "metrics.json").read_text())
@@ -111,11 +111,11 @@ def test_evaluate_and_export_runners(trained, tmp_path):
     out = tmp_path / "k7"
     run("export", f"--model_dir={model_dir}", f"--export_dir={out}", "--export_top_k=7")
     import tensorflow as tf
-    rec = tf.saved_model.load(str(out)).signatures["serving_default"](
+    rec = tf.saved_model.load(str(out / "1")).signatures["serving_default"](
         user_ids=tf.constant([0, 1], tf.int64))
     assert rec["item_ids"].shape == (2, 7)
-    original = tf.saved_model.load(str(model_dir / "export")).signatures["score_all"]
-    again = tf.saved_model.load(str(out)).signatures["score_all"]
+    original = tf.saved_model.load(str(model_dir / "export" / "1")).signatures["score_all"]
+    again = tf.saved_model.load(str(out / "1")).signatures["score_all"]
     ids = tf.constant([0, 3], tf.int64)
     np.testing.assert_allclose(original(user_ids=ids)["scores"].numpy(),
                                again(user_ids=ids)["scores"].numpy(), rtol=1e-6)
@@ -217,7 +217,7 @@ def test_benchmark_plugins_study_and_the_new_models_exports(tmp_path):
     data = make_synthetic(seed=0)
     cold = sorted(set(range(data.num_items)) - set(data.train[:, 1].tolist()))
     for label in ("mrdib(vbpr)", "ibmrec+mrdib(freedom)"):
-        export = tmp_path / "plugins" / f"{label}-s0" / "export"
+        export = tmp_path / "plugins" / f"{label}-s0" / "export" / "1"
         scores = tf.saved_model.load(str(export)).signatures["score_all"](
             user_ids=tf.constant([0, 1], tf.int64))["scores"].numpy()
         assert scores.shape == (2, data.num_items) and np.isfinite(scores).all()
@@ -365,7 +365,7 @@ def test_readme_from_python_block_runs(tmp_path, monkeypatch, capsys):
     exec(compile(_readme_block("From Python"), "README.md", "exec"), namespace)
     result = namespace["result"]
     model_dir = tmp_path / "runs" / "from-python"
-    for name in ("config.json", "run_info.json", "metrics.json", "export/saved_model.pb"):
+    for name in ("config.json", "run_info.json", "metrics.json", "export/1/saved_model.pb"):
         assert (model_dir / name).exists(), name
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics == result.metrics and 0 < metrics["test"]["recall@20"] <= 1

@@ -24,6 +24,17 @@ def csr_kernel_available() -> bool:
     return _csr_ops is not None
 
 
+def is_symmetric(matrix: sp.spmatrix, rtol: float = 1e-6) -> bool:
+    """Whether ``matrix`` equals its transpose within ``rtol`` of its largest entry (a relative
+    tolerance: an absolute one would call any graph of small entries symmetric)."""
+    if matrix.shape[0] != matrix.shape[1]:
+        return False
+    if not matrix.nnz:
+        return True
+    scale = abs(matrix).max()
+    return bool(abs(matrix - matrix.T).max() <= rtol * scale)
+
+
 class CSRGraph:
     """A fixed sparse ``[rows, cols]`` matrix multiplied with the CSR kernel.
 
@@ -38,8 +49,7 @@ class CSRGraph:
         matrix.sort_indices()
         self.shape = matrix.shape
         if symmetric is None:
-            symmetric = matrix.shape[0] == matrix.shape[1] and abs(matrix - matrix.T).max() < 1e-6 \
-                if matrix.nnz else True
+            symmetric = is_symmetric(matrix)
         self.symmetric = bool(symmetric)
         self.nnz = int(matrix.nnz)
         if use_csr_kernel is None:
@@ -246,6 +256,10 @@ class ResampledGraph:
         if coo.shape != self.shape or coo.nnz != self.nnz:
             raise ValueError(f"a ResampledGraph of shape {self.shape} with {self.nnz} entries "
                              f"cannot take a {coo.shape} matrix with {coo.nnz}")
+        if not is_symmetric(coo.tocsr()):
+            # the product's gradient is the product with the matrix itself
+            raise ValueError("a ResampledGraph's matrix must be symmetric (its gradient is the "
+                             "product with itself); this one is not symmetric")
         order = np.lexsort((coo.col, coo.row))
         self.indices.assign(np.stack([coo.row[order], coo.col[order]], 1).astype(np.int64))
         self.values.assign(coo.data[order].astype(np.float32))
@@ -280,12 +294,19 @@ class ResampledGraph:
         return dense
 
 
+#: the smallest degree :func:`symmetric_normalize` divides by (see there)
+DEGREE_FLOOR = 1e-4
+
+
 def symmetric_normalize(values, neighbors):
     """``D^-1/2 S D^-1/2`` for a :class:`NeighborGraph`'s values, with ``D`` the row sums (Eq. 11).
 
     ``neighbors``: the ``[n, width]`` column ids, a tensor or a :class:`NeighborTable`. Rows
-    that sum to zero stay zero.
+    that sum to zero stay zero. A row whose degree falls below :data:`DEGREE_FLOOR` (a mask
+    that drops all of its edges; a kNN row's degree is a sum of similarities, orders of
+    magnitude above it) is divided as if its degree were the floor, which bounds the gradient:
+    under a floor of 1e-12 a nearly emptied row gave gradients near ``0.5 * 1e-12^-1.5 = 5e17``.
     """
     degree = tf.reduce_sum(values, axis=1)
-    inv_sqrt = tf.where(degree > 0, tf.math.rsqrt(tf.maximum(degree, 1e-12)), 0.0)
+    inv_sqrt = tf.where(degree > 0, tf.math.rsqrt(tf.maximum(degree, DEGREE_FLOOR)), 0.0)
     return values * inv_sqrt[:, None] * gather_table(inv_sqrt, neighbors)

@@ -38,6 +38,7 @@ from ibmrec_tf import losses
 from ibmrec_tf.data import Dataset
 from ibmrec_tf.layers import ResampledGraph
 from ibmrec_tf.models.base import ModelConfig
+from ibmrec_tf.models.item_graph import KnnItemGraph
 from ibmrec_tf.models.multimodal import MultimodalRecommender
 
 
@@ -50,12 +51,46 @@ def freedom_modality_weights(modalities, image_weight: float) -> np.ndarray:
     return np.array([image_weight if m == "image" else rest for m in modalities], np.float32)
 
 
+class FrozenItemGraph(KnnItemGraph):
+    """FREEDOM's item-item graph: unit kNN rows divided by ``k``, fused with fixed weights,
+    never trained (see the module docstring)."""
+
+    def __init__(self, dataset: Dataset, config: ModelConfig, **kwargs):
+        super().__init__(dataset, config, **{**kwargs, "learned_fusion": False})
+        self.fixed_modality_weights = freedom_modality_weights(self.modalities,
+                                                               config.freedom_image_weight)
+        k = config.knn_k
+        # An item whose feature is a fill in a modality has no edges in that modality's block
+        # (Dataset.feature_missing): its row keeps only the other modalities' shares.
+        present = [~dataset.feature_missing.get(m, np.zeros(self.num_items, bool))
+                   for m in self.modalities]
+        self._frozen_values = tf.constant(np.concatenate(
+            [np.full((self.num_items, k), w / k, np.float32) * keep[:, None].astype(np.float32)
+             for w, keep in zip(self.fixed_modality_weights, present)], axis=1))
+
+    def modality_weights(self):
+        return tf.constant(self.fixed_modality_weights)
+
+    def fused_similarity(self):
+        """The frozen graph's ``[num_items, K * knn_k]`` edge values (rows sum to 1)."""
+        return self._frozen_values
+
+    def normalize(self, values):
+        """Rows renormalized to sum to 1: the frozen graph as it is, a masked one (IBMRec's
+        GIB) rescaled so that each row stays a mean over its kept neighbours."""
+        if values is self._frozen_values:
+            return values
+        total = tf.reduce_sum(values, axis=1, keepdims=True)
+        return tf.math.divide_no_nan(values, total)
+
+
 class FREEDOM(MultimodalRecommender):
     """FREEDOM (see the module docstring)."""
 
     content, user_item_graph, item_item_graph = False, True, True
     learned_fusion = False
     normalize_item_term = False
+    item_graph_class = FrozenItemGraph
 
     @classmethod
     def projects_modalities(cls) -> bool:
@@ -68,16 +103,6 @@ class FREEDOM(MultimodalRecommender):
 
     def __init__(self, dataset: Dataset, config: ModelConfig, **kwargs):
         super().__init__(dataset, config, **kwargs)
-        self.fixed_modality_weights = freedom_modality_weights(self.modalities,
-                                                               config.freedom_image_weight)
-        k = config.knn_k
-        # An item whose feature is a fill in a modality has no edges in that modality's block
-        # (Dataset.feature_missing): its row keeps only the other modalities' shares.
-        present = [~dataset.feature_missing.get(m, np.zeros(self.num_items, bool))
-                   for m in self.modalities]
-        self._frozen_values = tf.constant(np.concatenate(
-            [np.full((self.num_items, k), w / k, np.float32) * keep[:, None].astype(np.float32)
-             for w, keep in zip(self.fixed_modality_weights, present)], axis=1))
         self.train_pairs = np.unique(np.asarray(dataset.train, np.int64), axis=0)
         self.keep_edges = int(len(self.train_pairs) * (1.0 - config.freedom_dropout))
         self.pruned_graph = None
@@ -89,21 +114,6 @@ class FREEDOM(MultimodalRecommender):
                                                self.num_users + self.num_items,
                                                2 * self.keep_edges)
             self.on_epoch_start(1, 0)
-
-    def modality_weights(self):
-        return tf.constant(self.fixed_modality_weights)
-
-    def fused_similarity(self):
-        """The frozen graph's ``[num_items, K * knn_k]`` edge values (rows sum to 1)."""
-        return self._frozen_values
-
-    def normalize_item_graph(self, values):
-        """Rows renormalized to sum to 1: the frozen graph as it is, a masked one (IBMRec's
-        GIB) rescaled so that each row stays a mean over its kept neighbours."""
-        if values is self._frozen_values:
-            return values
-        total = tf.reduce_sum(values, axis=1, keepdims=True)
-        return tf.math.divide_no_nan(values, total)
 
     def pruned_adjacency(self, epoch: int, seed: int):
         """The normalized user-item graph of the edges kept for ``epoch`` (a SciPy matrix)."""

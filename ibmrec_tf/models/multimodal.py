@@ -34,6 +34,11 @@ reads it, ``Z + MLP(Z)``, so that the scores can use an interaction of two modal
 (:mod:`ibmrec_tf.models.freedom`) is a member of the family with a frozen item-item graph and a
 pruned user-item graph.
 
+The pieces live in their own modules: the items' content (raw features, the deterministic or
+stochastic projection, the fusion MLP) is :class:`~ibmrec_tf.models.content.ItemContent`, the
+item-item graph :class:`~ibmrec_tf.models.item_graph.KnnItemGraph`; this class composes them
+with the ID embeddings and the user-item graph.
+
 What a denoiser may read of a backbone is its :class:`~ibmrec_tf.models.base.ForwardResult`
 and the names in :data:`DENOISER_SURFACE`, documented on the class; nothing else.
 """
@@ -42,16 +47,15 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
 
 from ibmrec_tf import graph as graph_lib
 from ibmrec_tf.data import Dataset
-from ibmrec_tf.layers import (CSRGraph, GraphPropagation, NeighborGraph, NeighborTable,
-                              PerDevice, symmetric_normalize)
+from ibmrec_tf.layers import CSRGraph, GraphPropagation, PerDevice
 from ibmrec_tf.models.base import (ForwardResult, ModelConfig, Recommender, Terms, node_rows,
                                    rows_of)
 from ibmrec_tf.models.content import ItemContent
+from ibmrec_tf.models.item_graph import KnnItemGraph
 
 #: What a denoiser may read of a multimodal backbone besides the forward result: the class
 #: switches, the constants, the trained pieces it builds on, and the passes it may repeat.
@@ -131,6 +135,8 @@ class MultimodalRecommender(Recommender):
     learned_fusion = True
     #: whether the item-item term is added row-normalized, ``Y + Y'/||Y'||`` (Eq. 12)
     normalize_item_term = True
+    #: the item-item graph's layer class (FREEDOM's is frozen)
+    item_graph_class = KnnItemGraph
 
     @classmethod
     def projects_modalities(cls) -> bool:
@@ -181,25 +187,9 @@ class MultimodalRecommender(Recommender):
                                                    name="user_item_propagation")
         self._propagated_features = None
         if self.item_item_graph:
-            if config.knn_k >= self.num_items:
-                raise ValueError(f"knn_k={config.knn_k} must be < the number of items {self.num_items}")
-            # An item whose feature is a fill (Dataset.feature_missing) has no edges in that
-            # modality's graph and is nobody's neighbour there.
-            neighbors, similarity = zip(*(graph_lib.knn_graph(
-                dataset.features[m], config.knn_k, missing=dataset.feature_missing.get(m))
-                for m in self.modalities))
-            table = np.concatenate(neighbors, axis=1)
-            self._knn = PerDevice((tf.constant(table.astype(np.int32)),
-                                   [tf.constant(s) for s in similarity]))
-            # The same ids for the gathers over every item's edges (the normalization, the edge
-            # masker), whose gradient is then a fixed sparse product; the straightforward
-            # formulation keeps TensorFlow's own gather gradient.
-            self._knn_table = None if config.straightforward else NeighborTable(table, self.num_items)
-            if self.learned_fusion:
-                self.modality_logits = self.add_weight(shape=(num_modalities,),
-                                                       name="modality_logits", initializer="zeros")
-            self.ii_propagation = GraphPropagation(num_layers=config.item_layers, combine="last",
-                                                   name="item_item_propagation")
+            self.item_graph = self.item_graph_class(
+                dataset, config, learned_fusion=self.learned_fusion,
+                normalize_term=self.normalize_item_term, name="item_item_graph")
 
     # -- the items' content (ibmrec_tf.models.content.ItemContent) -----------------------------
     @property
@@ -220,26 +210,25 @@ class MultimodalRecommender(Recommender):
         """``(means, scales)`` of each modality's projection of ``items`` (stochastic)."""
         return self.item_content.stats(items)
 
-    # -- constants, on the current replica's device ------------------------------------------------
+    # -- the item-item graph (ibmrec_tf.models.item_graph.KnnItemGraph) -------------------------
     @property
     def knn_neighbors(self):
         """``[num_items, K * knn_k]`` neighbour ids of the fused kNN graph."""
-        return self._knn.get()[0]
-
-    @property
-    def knn_similarity(self) -> list:
-        """Each modality's ``[num_items, knn_k]`` edge similarities."""
-        return self._knn.get()[1]
+        return self.item_graph.neighbors
 
     @property
     def knn_table(self):
-        """The neighbour ids for gathers over every edge: a :class:`NeighborTable` (fast
-        gradient), or the ids themselves in the straightforward formulation."""
-        return self.knn_neighbors if self._knn_table is None else self._knn_table
+        """The neighbour ids for gathers over every edge (see :attr:`KnnItemGraph.table`)."""
+        return self.item_graph.table
 
-    # -- pieces -----------------------------------------------------------------------------------
+    @property
+    def modality_logits(self):
+        """The learned fusion weights' logits ``w`` (Eq. 10), or None."""
+        return self.item_graph.modality_logits
+
     def modality_weights(self):
-        return tf.nn.softmax(self.modality_logits)
+        return self.item_graph.modality_weights()
+
 
     def propagates_raw_features(self, users=None, items=None, z_all=None,
                                 training=False) -> bool:
@@ -277,23 +266,6 @@ class MultimodalRecommender(Recommender):
                 bias_weight = propagate(tf.ones([self.num_items, 1]))
             self._propagated_features = PerDevice((features, bias_weight))
         return self._propagated_features.get()
-
-    def fused_similarity(self):
-        """``[num_items, K * knn_k]`` values of ``S = sum_m softmax(w)_m S^m`` (Eq. 10)."""
-        weights = self.modality_weights()
-        return tf.concat([weights[m] * s for m, s in enumerate(self.knn_similarity)], axis=1)
-
-    def normalize_item_graph(self, values):
-        """``D^-1/2 S D^-1/2`` (Eq. 11) of the fused (and possibly masked) edge values."""
-        return symmetric_normalize(values, self.knn_table)
-
-    def item_item_graph_for(self, edge_scale=None) -> NeighborGraph:
-        """The normalized item-item graph; ``edge_scale`` ``[N, K*k]`` multiplies each edge first."""
-        values = self.fused_similarity()
-        if edge_scale is not None:
-            values = values * edge_scale
-        return NeighborGraph(self.knn_neighbors, self.normalize_item_graph(values),
-                             fast_gradient=not self.config.straightforward)
 
     def user_item_graph_for(self, training=False):
         """The user-item graph a forward pass propagates over (the same in training here)."""
@@ -403,11 +375,7 @@ class MultimodalRecommender(Recommender):
         base = out.item_base
         if first is not None:
             items, base = items[:first], base[:first]
-        h = self.ii_propagation(out.item_ego_all, graph=self.item_item_graph_for(edge_scale),
-                                rows=items)
-        if not self.normalize_item_term:
-            return base + h
-        return base + tf.math.l2_normalize(h, axis=1, epsilon=1e-12)
+        return self.item_graph.item_term(out.item_ego_all, base, items, edge_scale)
 
     def add_own_terms(self, terms: Terms, out: ForwardResult, pos_rows, neg_rows) -> None:
         """The backbone's own terms besides BPR and L2 (none here; FREEDOM has some)."""
