@@ -21,7 +21,10 @@ CASES = [("vbpr", {}), ("vlightgcn", {}),
          ("vlattice", {"item_layers": 2}),
          ("ibmrec", {"backbone": "vlattice"}), ("ibmrec", {"backbone": "vbpr"}),
          ("ibmrec", {"backbone": "vlightgcn"}), ("vlightgcn", {"projection_layers": 1}),
-         ("ibmrec", {"backbone": "vlattice", "projection_layers": 1})]
+         ("ibmrec", {"backbone": "vlattice", "projection_layers": 1}),
+         ("freedom", {}), ("ibmrec", {"backbone": "freedom"}),
+         ("mrdib", {"backbone": "vbpr"}), ("mrdib", {"backbone": "vlattice"}),
+         ("ibmrec_mrdib", {"backbone": "vlightgcn", "mrdib_fusion_mlp": True})]
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,14 @@ def test_train_writes_every_artefact(trained):
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert recorded["hparams/test_recall@20"] == pytest.approx(metrics["test"]["recall@20"])
     assert recorded["hparams/best_epoch"] == metrics["best_epoch"]
+    # The loss terms and the validation metrics, under the tags the README names
+    def tags(split):
+        return {v.tag for f in (model_dir / "logs" / split).iterdir()
+                for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value}
+    train_tags = tags("train")
+    assert {"train/loss", "train/bpr", "train/hsic_fib", "train/hsic_gib", "train/infonce",
+            "train/edge_keep_prob", "train/modality_weight/image", "hist/edge_keep_prob"} <= train_tags
+    assert {"metrics/recall@20", "metrics/ndcg@20", "time/train_seconds_per_epoch"} <= tags("valid")
     from runners.common import STARTUP_NOISE, has_nvidia_device
     if not has_nvidia_device():  # a quiet start: no CUDA probing errors on a CPU-only machine
         assert not [line for line in proc.stderr.splitlines()

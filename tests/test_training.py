@@ -170,3 +170,18 @@ def test_old_npz_model_dir_is_one_clear_error(small, tmp_path):
     model = build_model("bprmf", small, ModelConfig(embedding_dim=4))
     with pytest.raises(CheckpointError, match=r"latest.npz: a checkpoint of the old .npz format"):
         Trainer(model, small, TrainConfig(epochs=1, verbose=0), str(tmp_path / "old"))
+
+
+def test_profile_steps_write_a_tensorboard_profile(small, tmp_path):
+    from ibmrec_tf.config import ConfigError
+
+    model = build_model("bprmf", small, ModelConfig(embedding_dim=4))
+    lines = []
+    Trainer(model, small, TrainConfig(epochs=1, batch_size=64, profile_steps=(2, 3), seed=0),
+            str(tmp_path / "p"), echo=lines.append).fit()
+    traces = [f for _, _, files in os.walk(tmp_path / "p" / "logs" / "profile") for f in files]
+    assert any(f.endswith(".xplane.pb") for f in traces), traces
+    assert any("profile of steps 2-3" in line for line in lines)
+    for bad in ((3, 2), (0, 1), (1, 2, 3)):
+        with pytest.raises(ConfigError, match="profile_steps"):
+            TrainConfig(profile_steps=bad)
