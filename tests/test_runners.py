@@ -247,6 +247,15 @@ def test_benchmark_search_study_marks_the_best_validation_run(tmp_path):
     best = max(runs, key=lambda r: r["valid"]["recall@20"])["label"]
     marked = [line for line in proc.stdout.splitlines() if line.startswith("| *")]
     assert len(marked) == 1 and marked[0].startswith(f"| *{best} |")
+    # A run killed after its last checkpoint (no metrics.json yet) continues, not restarts.
+    (tmp_path / "search" / "base-s0" / "metrics.json").unlink()
+    again = run("benchmark", "--study=search", "--seeds=1", "--epochs=1", "--dataset=synthetic",
+                "--model=bprmf", "--n_layers=1", "--variant=reg_weight=1e-2 model=lightgcn",
+                "--variant=embedding_dim=16 learning_rate=1e-2", "--jobs=2",
+                f"--bench_dir={tmp_path}")
+    assert "base seed 0: resuming the unfinished run" in again.stdout
+    resumed = json.loads((tmp_path / "search" / "base-s0" / "metrics.json").read_text())
+    assert resumed["epochs_run"] == 1 and resumed["test"] == runs[0]["test"]
     bad = run("benchmark", "--study=search", "--dataset=synthetic", "--variant=seed=3",
               f"--bench_dir={tmp_path}", check=False)
     assert bad.returncode == 2 and "not name=value of a training flag" in bad.stderr

@@ -33,10 +33,23 @@ def run_one(label: str, extra: list[str], seed: int, common_flags: list[str]) ->
                  "steps_per_epoch": -(-len(data.train) // FLAGS.batch_size)}
     common_flags = settings_for(extra, common_flags)
     if not os.path.exists(metrics_path):
+        # An unfinished run of the same flags (a study killed mid-run) continues from its last
+        # completed epoch; anything else in the folder is replaced.
+        resumable = (os.path.isdir(os.path.join(model_dir, "checkpoints", "latest"))
+                     and os.path.exists(os.path.join(model_dir, "flags.cfg"))
+                     and not flag_differences(os.path.join(model_dir, "flags.cfg"),
+                                              [*common_flags, *extra, f"--seed={seed}"]))
         cmd = [sys.executable, "-m", "runners.train", *common_flags, *extra, f"--seed={seed}",
-               f"--model_dir={model_dir}", "--overwrite", "--verbose=0"]
+               f"--model_dir={model_dir}", "--resume" if resumable else "--overwrite",
+               "--verbose=0"]
+        if resumable:
+            print(f"  {label} seed {seed}: resuming the unfinished run in {model_dir}", flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
+        if resumable and proc.returncode == 2 and "flags differ" in proc.stderr:
+            print(f"  {label} seed {seed}: its flags.cfg differs; starting afresh", flush=True)
+            cmd[cmd.index("--resume")] = "--overwrite"
+            proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise common.UsageError(f"run {label} seed {seed} failed: {tail}")
