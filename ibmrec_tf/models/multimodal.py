@@ -18,7 +18,7 @@ All four are one model, :class:`MultimodalRecommender`, with three switches:
 | VLATTICE  | yes     | yes             | yes             |
 
 With an affine projection, VLightGCN's training steps project only the batch's rows: the
-user-item propagation of the raw features is computed once (:meth:`propagated_features`).
+user-item propagation of the raw features is computed once (:mod:`ibmrec_tf.models.propagated`).
 
 The kNN graphs are built once from the raw features (Algorithm 1, line 1). An optional edge
 masker (the graph-level IB, :mod:`ibmrec_tf.models.ibmrec`) rescales every edge of ``S``
@@ -51,11 +51,12 @@ import tensorflow as tf
 
 from ibmrec_tf import graph as graph_lib
 from ibmrec_tf.data import Dataset
-from ibmrec_tf.layers import CSRGraph, GraphPropagation, PerDevice
+from ibmrec_tf.layers import CSRGraph, GraphPropagation
 from ibmrec_tf.models.base import (ForwardResult, ModelConfig, Recommender, Terms, node_rows,
                                    rows_of)
 from ibmrec_tf.models.content import ItemContent
 from ibmrec_tf.models.item_graph import KnnItemGraph
+from ibmrec_tf.models.propagated import PropagatedRawFeatures
 
 #: What a denoiser may read of a multimodal backbone besides the forward result: the class
 #: switches, the constants, the trained pieces it builds on, and the passes it may repeat.
@@ -109,7 +110,7 @@ class ForwardInputs:
         self.edge_scale = scale if self.edge_scale is None else self.edge_scale * scale
 
 
-class MultimodalRecommender(Recommender):
+class MultimodalRecommender(PropagatedRawFeatures, Recommender):
     """The multimodal backbone family (see the module docstring).
 
     The surface a denoiser may read (:data:`DENOISER_SURFACE`):
@@ -230,43 +231,6 @@ class MultimodalRecommender(Recommender):
         return self.item_graph.modality_weights()
 
 
-    def propagates_raw_features(self, users=None, items=None, z_all=None,
-                                training=False) -> bool:
-        """Whether a forward pass for these rows propagates raw features instead of ``Z``.
-
-        The user-item propagation ``G`` is linear and so is an affine projection, so the
-        content columns of the propagated items are ``G [0; M W + 1 b] = (G [0; M]) W +
-        (G [0; 1]) b``: with ``G [0; M]`` computed once, a training step projects only its
-        batch's rows instead of every item. That holds for VLightGCN (and IBMRec on it); the
-        item-item graph reads every item's ``Z`` (and its edge weights change each step), and a
-        hidden projection layer is not linear, so those project every item. Nor does it hold for
-        sampled projections (each item's noise would have to be propagated) or a fusion MLP.
-        """
-        return (self.content and self.user_item_graph and not self.item_item_graph
-                and users is not None and items is not None and z_all is None
-                and self.projection.is_affine and not self.config.straightforward
-                and not (self.stochastic and training) and self.item_content.fusion is None)
-
-    def propagated_features(self, chunk_columns: int = 512):
-        """``([G [0; M^1], ..., G [0; M^K]], G [0; 1])``: raw features through the user-item graph.
-
-        Computed once, eagerly, on first use (``[num_users + num_items, dim_k]`` per modality,
-        in column chunks to bound the temporary memory).
-        """
-        if self._propagated_features is None:
-            with tf.init_scope():
-                def propagate(item_columns):
-                    padded = tf.concat([tf.zeros([self.num_users, item_columns.shape[1]]),
-                                        item_columns], axis=0)
-                    return self.ui_propagation(padded, graph=self.ui_graph)
-
-                features = [tf.concat([propagate(m[:, c:c + chunk_columns])
-                                       for c in range(0, int(m.shape[1]), chunk_columns)], axis=1)
-                            for m in self.raw_features]
-                bias_weight = propagate(tf.ones([self.num_items, 1]))
-            self._propagated_features = PerDevice((features, bias_weight))
-        return self._propagated_features.get()
-
     def user_item_graph_for(self, training=False):
         """The user-item graph a forward pass propagates over (the same in training here)."""
         return self.ui_graph
@@ -340,32 +304,6 @@ class MultimodalRecommender(Recommender):
         if self.item_item_graph:
             out.items = self.on_item_graph(out, items, inputs.edge_scale)
         return out
-
-    def _forward_propagated_features(self, users, items) -> ForwardResult:
-        """The training forward pass of VLightGCN that projects only the batch's rows.
-
-        The ID and user-content columns are propagated as usual, with the items' content
-        columns left at zero; the propagated item content is added to the batch's rows from
-        :meth:`propagated_features` (see :meth:`propagates_raw_features`).
-        """
-        d = self.config.embedding_dim
-        user_ego = tf.concat([self.user_embedding, self.user_content], axis=1)
-        item_ego = tf.concat([self.item_embedding,
-                              tf.zeros([self.num_items, self.content_dim])], axis=1)
-        final = self.ui_propagation(tf.concat([user_ego, item_ego], axis=0), graph=self.ui_graph)
-        user_rows, item_rows = node_rows(self.num_users, self.num_items, users, items)
-        rows = tf.concat([user_rows, item_rows], axis=0)
-        features, bias_weight = self.propagated_features()
-        weight_rows = tf.gather(bias_weight, rows)
-        content = tf.concat([self.projection.project_with_bias_weight(k, tf.gather(f, rows), weight_rows)
-                             for k, f in enumerate(features)], axis=1)
-        final_rows = tf.gather(final, rows) + tf.pad(content, [[0, 0], [d, 0]])
-        num_users = tf.shape(users)[0]
-        z_rows = self.item_content.rows(items)[0]
-        user_ego_rows, item_ego_rows = self.batch_ego(users, items, z_rows=z_rows)
-        return ForwardResult(users=final_rows[:num_users], items=final_rows[num_users:],
-                             user_ego=user_ego_rows, item_ego=item_ego_rows,
-                             item_base=final_rows[num_users:], z_items=z_rows)
 
     def on_item_graph(self, out: ForwardResult, items=None, edge_scale=None, *, first=None):
         """``Y + Y'/||Y'||`` (Eq. 11-12) for ``items`` on the graph scaled by ``edge_scale``.
