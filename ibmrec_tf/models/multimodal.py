@@ -172,7 +172,6 @@ class MultimodalRecommender(PropagatedRawFeatures, Recommender):
         self.content_dim = config.embedding_dim * num_modalities
         self.user_embedding = self._embedding(self.num_users, "P")
         self.item_embedding = self._embedding(self.num_items, "Q")
-        self.stochastic = bool(stochastic)
         # The raw features, the projection (where the scores or a denoiser read it) and the
         # fusion MLP (where the scores read the content).
         self.item_content = ItemContent(
@@ -186,7 +185,6 @@ class MultimodalRecommender(PropagatedRawFeatures, Recommender):
                 dataset.num_users, dataset.num_items, dataset.train), symmetric=True)
             self.ui_propagation = GraphPropagation(num_layers=config.n_layers,
                                                    name="user_item_propagation")
-        self._propagated_features = None
         if self.item_item_graph:
             self.item_graph = self.item_graph_class(
                 dataset, config, learned_fusion=self.learned_fusion,

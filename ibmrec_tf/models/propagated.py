@@ -37,7 +37,7 @@ class PropagatedRawFeatures:
         return (self.content and self.user_item_graph and not self.item_item_graph
                 and users is not None and items is not None and z_all is None
                 and self.projection.is_affine and not self.config.straightforward
-                and not (self.stochastic and training) and self.item_content.fusion is None)
+                and not (self.item_content.stochastic and training) and self.item_content.fusion is None)
 
     def propagated_features(self, chunk_columns: int = 512):
         """``([G [0; M^1], ..., G [0; M^K]], G [0; 1])``: raw features through the user-item graph.
