@@ -105,7 +105,7 @@ class Evaluator:
                   for users, mask_idx in self._batches]
         return np.concatenate(ranked) if ranked else np.zeros((0, self.max_k), np.int32)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)  # no tensor-dependent Python
     def _batch_top_k(self, user_embeddings, item_embeddings, users, mask_idx):
         scores = tf.matmul(tf.gather(user_embeddings, users), item_embeddings, transpose_b=True)
         scores = tf.cast(scores, tf.float32)

@@ -48,6 +48,8 @@ CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
 BEST = "best"
 _OLD_FORMAT = ("latest.npz", "best.npz")
+#: Slots of the device-side sums of an epoch's scalar loss terms (more terms are an error).
+TERM_SLOTS = 64
 
 
 class NumericalError(RuntimeError):
@@ -208,7 +210,7 @@ class Trainer:
             os.path.join(self.ckpt_dir, LATEST), max_to_keep=1)
         self.best = tf.train.CheckpointManager(
             tf.train.Checkpoint(model=model), os.path.join(self.ckpt_dir, BEST), max_to_keep=1)
-        self._step = tf.function(self._step_and_record, reduce_retracing=True)
+        self._step = None           # the compiled step, made at the first epoch (_compile)
         self._term_names: list[str] | None = None
         self._term_sums = None      # float64 [terms]: this epoch's sums of the scalar loss terms
         self._first_bad = None      # int64 [2]: (step, term index) of the first non-finite term
@@ -277,15 +279,16 @@ class Trainer:
             else:  # histograms: every replica computed the same values
                 terms[name] = first
         scalars = {name: t for name, t in terms.items() if t.shape.rank == 0}
-        if self._term_names is None:  # the first trace creates the accumulators
+        if self._term_names is None:  # the first trace names the terms
             self._term_names = sorted(scalars)
-            with tf.init_scope():
-                self._term_sums = tf.Variable(tf.zeros([len(self._term_names)], tf.float64),
-                                              trainable=False)
-                self._first_bad = tf.Variable([-1, -1], dtype=tf.int64, trainable=False)
-                self._bad_value = tf.Variable(0.0, dtype=tf.float32, trainable=False)
         values = tf.stack([tf.cast(scalars[name], tf.float32) for name in self._term_names])
-        self._term_sums.assign_add(tf.cast(values, tf.float64))
+        # The terms are known only once traced, and a variable created inside the trace would
+        # make TensorFlow trace the step twice: the sums have TERM_SLOTS slots, the first used.
+        if len(self._term_names) > TERM_SLOTS:
+            raise ValueError(f"{len(self._term_names)} loss terms; the trainer sums at most "
+                             f"{TERM_SLOTS} (training.TERM_SLOTS)")
+        self._term_sums.assign_add(tf.pad(tf.cast(values, tf.float64),
+                                          [[0, TERM_SLOTS - len(self._term_names)]]))
         finite = tf.math.is_finite(values)
         bad_term = tf.argmin(tf.cast(finite, tf.int32), output_type=tf.int64)
         first = tf.logical_and(tf.logical_not(tf.reduce_all(finite)), self._first_bad[0] < 0)
@@ -293,6 +296,30 @@ class Trainer:
                                         self._first_bad))
         self._bad_value.assign(tf.where(first, values[bad_term], self._bad_value))
         return terms
+
+    def run_step(self, batch, step: int) -> dict:
+        """One compiled training step on ``batch`` (the ``step``-th of its epoch, from 1, for the
+        non-finite record); returns its terms. The epoch's sums start at the epoch's start."""
+        if self._step is None:
+            self._compile(tf.nest.map_structure(tf.TensorSpec.from_tensor, batch))
+        return self._step(batch, tf.constant(step, tf.int64))
+
+    def _compile(self, batch_spec) -> None:
+        """Makes the compiled step and its accumulators, so that it is traced once.
+
+        The batch dimension is left open (an epoch's last batch is shorter, and would be traced
+        again) and the accumulators exist before the first trace (TensorFlow traces a function
+        that creates variables twice). Autograph is off: the step has no Python control flow
+        on tensors, and converting the model's code took about half of each trace (cProfile of
+        ``flags/demo.cfg``).
+        """
+        open_batch = tf.nest.map_structure(
+            lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype), batch_spec)
+        self._term_sums = tf.Variable(tf.zeros([TERM_SLOTS], tf.float64), trainable=False)
+        self._first_bad = tf.Variable([-1, -1], dtype=tf.int64, trainable=False)
+        self._bad_value = tf.Variable(0.0, dtype=tf.float32, trainable=False)
+        self._step = tf.function(self._step_and_record, autograph=False, input_signature=[
+            open_batch, tf.TensorSpec([], tf.int64)])
 
     def _raise_if_bad(self, epoch: int) -> None:
         step, term = (int(x) for x in self._first_bad.numpy())
@@ -310,13 +337,15 @@ class Trainer:
         bar = keras.utils.Progbar(steps, verbose=1 if show_bar else 0, unit_name="step")
         step0 = (epoch - 1) * steps
         self.model.on_epoch_start(epoch, cfg.seed)
-        if self._term_sums is not None:
-            self._term_sums.assign(tf.zeros_like(self._term_sums))
-            self._first_bad.assign([-1, -1])
+        dataset = self.sampler.epoch_dataset(epoch, cfg.batch_size)
+        if self._step is None:
+            self._compile(dataset.element_spec)
+        self._term_sums.assign(tf.zeros_like(self._term_sums))
+        self._first_bad.assign([-1, -1])
         with self.writers["train"].as_default():
-            for i, batch in enumerate(self.sampler.epoch_dataset(epoch, cfg.batch_size)):
+            for i, batch in enumerate(dataset):
                 self._profile(step0 + i + 1, starting=True)
-                terms = self._step(batch, tf.constant(i + 1, tf.int64))
+                terms = self.run_step(batch, i + 1)
                 self._profile(step0 + i + 1, starting=False)
                 log = (step0 + i) % cfg.log_every == 0
                 if log or (show_bar and (i % 10 == 0 or i + 1 == steps)):

@@ -73,8 +73,8 @@ def import_tensorflow_quietly():
     return tf
 
 
-def run(main: Callable) -> None:
-    """``app.run(main)`` that turns expected errors into one line on stderr and exit status 2."""
+def _guarded(main: Callable) -> Callable:
+    """``main`` with the library's expected errors turned into one line and exit status 2."""
 
     def wrapped(argv):
         from ibmrec_tf.config import ConfigError
@@ -124,13 +124,43 @@ def run(main: Callable) -> None:
                   "--resume", file=sys.stderr)
             sys.exit(130)
 
-    def parse_flags(argv):
-        # absl's own parser exits 1 with its usage text on a bad value (an enum's unknown
-        # choice, a bound); every bad flag is one line and exit status 2 here.
-        try:
-            return FLAGS(argv)
-        except flags.Error as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+    return wrapped
 
-    app.run(wrapped, flags_parser=parse_flags)
+
+def _parse_flags(argv):
+    # absl's own parser exits 1 with its usage text on a bad value (an enum's unknown choice, a
+    # bound); every bad flag is one line and exit status 2 here.
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(main: Callable) -> None:
+    """``app.run(main)`` that turns expected errors into one line on stderr and exit status 2."""
+    app.run(_guarded(main), flags_parser=_parse_flags)
+
+
+def invoke(main: Callable, argv: list[str]) -> int:
+    """Runs a runner's ``main`` in this process as its command line would, and returns the exit
+    status: every flag reset to its default, then ``argv`` parsed (``argv[0]`` is the
+    program's name), the same one-line errors and exit statuses as :func:`run`.
+
+    For tests and notebooks that call several runners without a new process (and a new
+    TensorFlow import) each. TensorFlow's thread pools and logical devices are fixed when it
+    starts, so ``--intra_op_threads`` and ``--inter_op_threads`` keep the process's values and
+    ``--cpu_replicas`` is refused once TensorFlow has started (see
+    :func:`runners.common.configure_tensorflow`). The runners that define flags of the same
+    name (``runners.prepare_data`` and ``runners.extract_features`` beside the training
+    runners) cannot share one process.
+    """
+    FLAGS.unparse_flags()
+    saved, sys.argv = sys.argv, list(argv)
+    try:
+        _guarded(main)(_parse_flags(sys.argv))
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = saved

@@ -35,6 +35,7 @@ def _keep_freed_memory() -> None:
 _keep_freed_memory()
 
 from absl import flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 
 from ibmrec_tf import config as config_lib  # noqa: E402  (no TensorFlow import)
 from runners.cli import (STARTUP_NOISE, UsageError, has_nvidia_device,  # noqa: E402,F401
@@ -250,12 +251,21 @@ def configure_tensorflow() -> None:
     """Sizes TensorFlow's thread pools and splits the CPU for --cpu_replicas; call once, after
     the checks, before any TensorFlow op."""
     tf = import_tensorflow_quietly()
-    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
-    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
+    except RuntimeError:  # TensorFlow already runs in this process (runners.cli.invoke)
+        absl_logging.warning("TensorFlow has started in this process before: its thread pools "
+                             "stay as they are (--intra_op_threads, --inter_op_threads unused)")
     if FLAGS.cpu_replicas:
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_replicas)
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_replicas)
+        except RuntimeError:
+            raise UsageError("--cpu_replicas splits the CPU when TensorFlow starts, and it has "
+                             "started in this process before: run the command in a process "
+                             "of its own") from None
 
 
 def read_tf_config():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -14,10 +16,52 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config):
+    # The runners' thread settings (--intra_op_threads=1, --inter_op_threads=0), fixed before
+    # TensorFlow starts, so that the command lines run in this process (run_runner) train as
+    # they would in their own.
+    from runners.cli import import_tensorflow_quietly
+
+    tf = import_tensorflow_quietly()
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(0)
     config.addinivalue_line(
         "markers", "slow: a long training, statistical or subprocess test; "
                    "python -m pytest -m 'not slow' tests runs the rest (a few minutes on 2 cores)")
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+#: Runners whose flags share names with the training runners' (--split, --resume, ...): they
+#: run in a process of their own.
+OWN_PROCESS = ("prepare_data", "extract_features")
+
+
+def run_runner(module: str, *args: str, check: bool = True,
+               own_process: bool = False) -> subprocess.CompletedProcess:
+    """``python -m runners.<module> *args`` from the repository root, by default in this
+    process (``runners.cli.invoke``: the same flags, output and exit status, without a
+    TensorFlow import per call); ``own_process`` (and the runners in ``OWN_PROCESS``) in a
+    subprocess. Raises with the output when ``check`` and the exit status is not 0."""
+    command = [sys.executable, "-m", f"runners.{module}", *args]
+    if own_process or module in OWN_PROCESS:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=600)
+    else:
+        import contextlib
+        import importlib
+        import io
+
+        from runners import cli
+
+        main = importlib.import_module(f"runners.{module}").main
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            code = cli.invoke(main, [f"runners.{module}", *args])
+        proc = subprocess.CompletedProcess(command, code, out.getvalue(), err.getvalue())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"runners.{module} failed ({proc.returncode}):\n{proc.stdout}\n"
+                             f"{proc.stderr}")
+    return proc
 
 
 @pytest.fixture

@@ -85,7 +85,7 @@ def compare(data, model_config, train_config, strategies, model_name, args, epoc
         trainer = Trainer(model, data, train_config, tempfile.mkdtemp(), strategy=strategy,
                           write_logs=False)
         for i, batch in enumerate(batches[:args.steps]):
-            trainer._step(batch, tf.constant(i + 1, tf.int64))
+            trainer.run_step(batch, i + 1)
         weights[name] = {v.path: v.numpy() for v in model.variables}
         backbone = getattr(model, "backbone", model)
         if name == "distributed" and hasattr(backbone, "item_content"):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_runner
 
 pytestmark = pytest.mark.slow  # subprocesses and trainings: CI runs them, -m "not slow" does not
 
@@ -203,9 +203,12 @@ def test_two_workers_equal_one_process_and_resume_after_a_kill(tmp_path):
     (["--distribution_strategy=multi_worker_mirrored"], {"TF_CONFIG": "{\"cluster\": 1}"},
      "TF_CONFIG is not a cluster spec"),
 ])
-def test_inconsistent_distribution_settings_exit_2(tmp_path, args, env, message):
-    proc = subprocess.run(TRAIN + [f"--model_dir={tmp_path / 'm'}", *args], cwd=ROOT,
-                          env=_env(**env), capture_output=True, text=True, timeout=300)
+def test_inconsistent_distribution_settings_exit_2(tmp_path, args, env, message, monkeypatch):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # --cpu_replicas splits the CPU as TensorFlow starts: that one needs a process of its own.
+    proc = run_runner("train", *TRAIN[3:], f"--model_dir={tmp_path / 'm'}", *args, check=False,
+                      own_process="--cpu_replicas=3" in args)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr

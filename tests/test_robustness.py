@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ibmrec_tf.data import DataError, load_dataset
 from ibmrec_tf.metrics import ranking_metrics
-from tests.conftest import ROOT, write_inter
+from tests.conftest import ROOT, run_runner, write_inter
 
 pytestmark = pytest.mark.slow  # subprocesses and trainings: CI runs them, -m "not slow" does not
 
@@ -38,8 +38,7 @@ def _epochs_done(model_dir) -> int:
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     straight = tmp_path / "straight"
-    subprocess.run(TRAIN + [f"--model_dir={straight}"], cwd=ROOT, env=_env(), check=True,
-                   capture_output=True, timeout=600)
+    run_runner("train", *TRAIN[3:], f"--model_dir={straight}")  # in this process
     killed = tmp_path / "killed"
     proc = subprocess.Popen(TRAIN + [f"--model_dir={killed}"], cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -69,8 +68,7 @@ def test_unwritable_model_dir_is_a_clear_error(tmp_path):
         locked.mkdir()
         locked.chmod(0o500)
         target = str(locked / "run")
-    proc = subprocess.run(TRAIN + [f"--model_dir={target}"], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=600)
+    proc = run_runner("train", *TRAIN[3:], f"--model_dir={target}", check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: --model_dir {target} is not writable")
 
@@ -145,8 +143,7 @@ def test_metrics_in_unit_interval_and_match_brute_force(data, users, k_max):
     (["--model=ibmrec", "--backbone=vbpr", "--gib"], "GIB does not apply to backbone 'vbpr'"),
 ])
 def test_flag_values_out_of_range(tmp_path, args, message):
-    proc = subprocess.run(TRAIN + [f"--model_dir={tmp_path / 'm'}", *args], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=600)
+    proc = run_runner("train", *TRAIN[3:], f"--model_dir={tmp_path / 'm'}", *args, check=False)
     assert proc.returncode == 2
     assert message in proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr
@@ -194,13 +191,10 @@ def test_evaluate_warns_when_data_changed(tmp_path):
     rows = [(u, 6 * u + j, [0, 0, 0, 0, 1, 2][j]) for u in range(10) for j in range(6)]
     write_inter(tmp_path / "data" / "tiny", "tiny", rows)
     model_dir = tmp_path / "m"
-    subprocess.run([sys.executable, "-m", "runners.train", f"--data_dir={tmp_path / 'data'}",
-                    "--dataset=tiny", "--model=bprmf", "--epochs=1", f"--model_dir={model_dir}"],
-                   cwd=ROOT, env=_env(), check=True, capture_output=True, timeout=600)
-    same = subprocess.run([sys.executable, "-m", "runners.evaluate", f"--model_dir={model_dir}"],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    run_runner("train", f"--data_dir={tmp_path / 'data'}", "--dataset=tiny", "--model=bprmf",
+               "--epochs=1", f"--model_dir={model_dir}")
+    same = run_runner("evaluate", f"--model_dir={model_dir}", check=False)
     assert same.returncode == 0 and "differs" not in same.stderr
     write_inter(tmp_path / "data" / "tiny", "tiny", rows[:-1] + [(9, 20, 2)])
-    changed = subprocess.run([sys.executable, "-m", "runners.evaluate", f"--model_dir={model_dir}"],
-                             cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    changed = run_runner("evaluate", f"--model_dir={model_dir}", check=False)
     assert "WARNING: data in" in changed.stderr and "tiny.inter" in changed.stderr

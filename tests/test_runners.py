@@ -1,26 +1,20 @@
-"""End-to-end: the runners as a user calls them, in subprocesses, on the built-in data."""
+"""End-to-end: the runners as a user calls them (in this process, through\n``runners.cli.invoke``; prepare_data in its own), on the built-in data."""
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, TINY_ROWS, write_inter
+from tests.conftest import ROOT, TINY_ROWS, run_runner, write_inter
 
 
 pytestmark = pytest.mark.slow  # subprocesses and trainings: CI runs them, -m "not slow" does not
 
 
 def run(module, *args, check=True):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-m", f"runners.{module}", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"runners.{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_runner(module, *args, check=check)
 
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,16 @@ def test_step_terms_are_accumulated_on_device_and_first_bad_step_named(small, tm
     assert means["bpr"] == pytest.approx(0.5 * values.mean())
 
 
+def test_the_step_is_traced_once_for_every_batch_size(small, tmp_path):
+    """A short last batch and a second epoch reuse the first trace (each trace of IBMRec's step
+    costs seconds)."""
+    trainer = _trainer(small, tmp_path / "once", "ibmrec", 2)
+    sizes = {len(b["user"]) for b in trainer.sampler.epoch_dataset(1, trainer.config.batch_size)}
+    assert len(sizes) == 2  # a full and a short batch
+    trainer.fit()
+    assert trainer._step.experimental_get_tracing_count() == 1
+
+
 ALL_MODELS = [("bprmf", {}), ("lightgcn", {}), ("vbpr", {}), ("vlightgcn", {}), ("lattice", {}),
               ("vlattice", {}), ("vlattice", {"projection_layers": 1})] + [
     ("ibmrec", {"backbone": b}) for b in ("vbpr", "vlightgcn", "lattice", "vlattice")] + [
