@@ -2,7 +2,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="ibmrec_tf",
-    version="0.3.0",
+    version="0.3.1",
     description="IBMRec (information-bottleneck denoised multimedia recommendation) in TensorFlow 2 / Keras",
     packages=find_packages(include=["ibmrec_tf", "ibmrec_tf.*", "runners", "runners.*"]),
     python_requires=">=3.10",
@@ -25,7 +25,7 @@ setup(
                      "extract_features")]},
     extras_require={
         # the features and serving extras' packages are in the test extra too, so CI tests them
-        "test": ["pytest>=8", "hypothesis>=6.100", "keras-hub>=0.32,<0.33",
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "keras-hub>=0.32,<0.33",
                  "tensorflow-text==2.21.*", "scikit-learn>=1.4",
                  "tensorflow-serving-api>=2.21,<2.22"],
         "plots": ["matplotlib>=3.8"],

@@ -10,6 +10,14 @@ README.md, after dropping repeated pairs, an optional rating threshold (--min_ra
 iterated k-core filter, and prints what each step removed. Nothing is written unless every step
 succeeds.
 
+A synthetic dataset at a large catalog's shape (planted preferences, long tails matched to
+the Amazon sets, features with irrelevant dimensions; see :mod:`ibmrec_tf.data.scaled`):
+
+    python -m runners.prepare_data --synthetic --synthetic_shape=elec --out_dir=data/big
+    python -m runners.prepare_data --synthetic --num_users=50000 --num_items=20000 \
+        --num_interactions=500000 --modality_dims=image:4096,text:384 --out_dir=data/big \
+        --dataset=mine
+
 Stand-in features, for scale and speed runs:
 
     python -m runners.prepare_data --data_dir=../shared/data --dataset=sports --out_dir=data/standin
@@ -55,6 +63,18 @@ flags.DEFINE_enum("split", "random", ["random", "chronological"],
                   "Per user: random (seeded by --seed; LATTICE's and MMHCL's protocol) or "
                   "chronological (the latest interactions to test, as MMRec does).")
 flags.DEFINE_list("split_ratios", ["0.8", "0.1", "0.1"], "Train, valid, test shares per user.")
+flags.DEFINE_boolean("synthetic", False, "Draw a synthetic dataset at a large catalog's shape "
+                     "(ibmrec_tf.data.scaled): --synthetic_shape, or --num_users, --num_items, "
+                     "--num_interactions and --modality_dims.")
+flags.DEFINE_enum("synthetic_shape", None, ["elec", "microlens1m", "sports"],
+                  "A named shape for --synthetic (Amazon Electronics, MicroLens-1M, Amazon "
+                  "Sports); --num_* flags given beside it replace its sizes.")
+flags.DEFINE_integer("num_users", None, "--synthetic: users.", lower_bound=1)
+flags.DEFINE_integer("num_items", None, "--synthetic: items.", lower_bound=1)
+flags.DEFINE_integer("num_interactions", None, "--synthetic: interactions (at least 5 per "
+                     "user).", lower_bound=1)
+flags.DEFINE_list("modality_dims", None, "--synthetic: modality:dimension pairs (default "
+                  "image:4096,text:384, or the shape's).")
 FLAGS = flags.FLAGS
 
 
@@ -101,18 +121,64 @@ def prepare_raw_log() -> None:
           f"runners.extract_features --dataset_dir={prepared.folder} --images=... --texts=...")
 
 
+def _dims(entries, flag: str) -> dict[str, int]:
+    dims = {}
+    for spec in entries:
+        name, _, dim = spec.partition(":")
+        if not name or not dim.isdigit() or int(dim) < 1:
+            raise common.UsageError(f"--{flag} entry {spec!r} is not modality:dimension")
+        dims[name] = int(dim)
+    return dims
+
+
+def prepare_synthetic() -> None:
+    from ibmrec_tf.data import scaled
+
+    base = scaled.SHAPES.get(FLAGS.synthetic_shape)
+    sizes = {}
+    for flag in ("num_users", "num_items", "num_interactions"):
+        value = FLAGS[flag].value
+        if value is None and base is None:
+            raise common.UsageError(f"--synthetic needs --synthetic_shape or --{flag}")
+        sizes[flag] = value if value is not None else getattr(base, flag)
+    dims = (_dims(FLAGS.modality_dims, "modality_dims") if FLAGS.modality_dims is not None
+            else dict(base.modality_dims) if base else {"image": 4096, "text": 384})
+    shape = scaled.Shape(**sizes, modality_dims=dims,
+                         source=base.source if base and not FLAGS["num_users"].present else "")
+    name = FLAGS.dataset if FLAGS["dataset"].present else (FLAGS.synthetic_shape or "scaled")
+    if not name or "/" in name or name.startswith("."):
+        raise common.UsageError(f"--dataset must be a plain folder name, got {name!r}")
+    target = os.path.join(FLAGS.out_dir, name)
+    if os.path.exists(target):
+        raise FileExistsError(f"{target} already exists; remove it or choose another --dataset")
+    try:
+        scaled.check_shape(shape)
+    except ValueError as e:
+        raise common.UsageError(f"--synthetic: {e}") from None
+    print(f"drawing {shape.num_interactions:,} interactions of {shape.num_users:,} users and "
+          f"{shape.num_items:,} items (seed {FLAGS.seed})", flush=True)
+    data = scaled.make_scaled(shape, seed=FLAGS.seed, echo=lambda line: print(line, flush=True))
+    folder = scaled.write_scaled(data, FLAGS.out_dir, name, echo=lambda line: print(line, flush=True),
+                                 command=" ".join(["python -m runners.prepare_data"] + sys.argv[1:]))
+    stats = scaled.statistics(data.users, data.items, shape.num_users, shape.num_items)
+    print(f"{folder}: {len(data.users):,} interactions, "
+          + ", ".join(f"{m}_feat.npy {shape.num_items:,}x{d}" for m, d in dims.items())
+          + f"; user degree tail exponent {stats['user']['tail_exponent_above_5']}, item "
+          f"{stats['item']['tail_exponent_above_5']} (dataset.json)")
+    print(f"next: python -m runners.train --dataset={name} --data_dir={FLAGS.out_dir} ...")
+
+
 def main(argv):
     del argv
     if not FLAGS.out_dir:
         raise common.UsageError("give --out_dir")
+    if FLAGS.synthetic and FLAGS.raw_interactions:
+        raise common.UsageError("--synthetic and --raw_interactions contradict each other")
+    if FLAGS.synthetic:
+        return prepare_synthetic()
     if FLAGS.raw_interactions:
         return prepare_raw_log()
-    dims = {}
-    for spec in FLAGS.standin_dims:
-        name, _, dim = spec.partition(":")
-        if not name or not dim.isdigit() or int(dim) < 1:
-            raise common.UsageError(f"--standin_dims entry {spec!r} is not modality:dimension")
-        dims[name] = int(dim)
+    dims = _dims(FLAGS.standin_dims, "standin_dims")
 
     import numpy as np
     from ibmrec_tf.data import STANDIN_MARKER, load_dataset
