@@ -61,6 +61,10 @@ def test_duplicates_dropped_with_warning(tmp_path, caplog):
     ([(0, 1, 0), (1, 2, 7)], None, "d.inter:3: unknown x_label 7"),
     ([(0, 1, 0), (1, 2)], None, "d.inter:3: expected 3 tab-separated fields, found 2"),
     ([(0, 1, 0), (0, 1, 2)], None, "pair (user 0, item 1) is in both train and test"),
+    ([(0, 3, 0), (1, 2, 1), (1, 2, 2), (0, 3, 2), (0, 1, 0), (0, 1, 2)], None,
+     "pair (user 0, item 1) is in both train and test (2 such pairs)"),  # the smallest pair first
+    ([(2, 4, 0), (2, 4, 1), (2, 4, 2)], None,
+     "pair (user 2, item 4) is in both train and valid (1 such pairs)"),  # in all three
     ([(0, 1, 1), (0, 2, 2)], None, "the training split is empty"),
     ([(0, 1, 0)], "user\titem\tlabel", "d.inter:1: header"),
 ])
