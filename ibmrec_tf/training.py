@@ -210,7 +210,7 @@ class Trainer:
             os.path.join(self.ckpt_dir, LATEST), max_to_keep=1)
         self.best = tf.train.CheckpointManager(
             tf.train.Checkpoint(model=model), os.path.join(self.ckpt_dir, BEST), max_to_keep=1)
-        self._step = None           # the compiled step, made at the first epoch (_compile)
+        self._step = None           # the compiled step, made by the first run_step
         self._term_names: list[str] | None = None
         self._term_sums = None      # float64 [terms]: this epoch's sums of the scalar loss terms
         self._first_bad = None      # int64 [2]: (step, term index) of the first non-finite term
@@ -337,13 +337,11 @@ class Trainer:
         bar = keras.utils.Progbar(steps, verbose=1 if show_bar else 0, unit_name="step")
         step0 = (epoch - 1) * steps
         self.model.on_epoch_start(epoch, cfg.seed)
-        dataset = self.sampler.epoch_dataset(epoch, cfg.batch_size)
-        if self._step is None:
-            self._compile(dataset.element_spec)
-        self._term_sums.assign(tf.zeros_like(self._term_sums))
-        self._first_bad.assign([-1, -1])
+        if self._term_sums is not None:  # made zero with the compiled step (run_step)
+            self._term_sums.assign(tf.zeros_like(self._term_sums))
+            self._first_bad.assign([-1, -1])
         with self.writers["train"].as_default():
-            for i, batch in enumerate(dataset):
+            for i, batch in enumerate(self.sampler.epoch_dataset(epoch, cfg.batch_size)):
                 self._profile(step0 + i + 1, starting=True)
                 terms = self.run_step(batch, i + 1)
                 self._profile(step0 + i + 1, starting=False)

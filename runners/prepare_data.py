@@ -31,6 +31,7 @@ features of the same shapes.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -160,7 +161,8 @@ def prepare_synthetic() -> None:
     data = scaled.make_scaled(shape, seed=FLAGS.seed, echo=lambda line: print(line, flush=True))
     folder = scaled.write_scaled(data, FLAGS.out_dir, name, echo=lambda line: print(line, flush=True),
                                  command=" ".join(["python -m runners.prepare_data"] + sys.argv[1:]))
-    stats = scaled.statistics(data.users, data.items, shape.num_users, shape.num_items)
+    with open(os.path.join(folder, "dataset.json")) as f:
+        stats = json.load(f)["statistics"]
     print(f"{folder}: {len(data.users):,} interactions, "
           + ", ".join(f"{m}_feat.npy {shape.num_items:,}x{d}" for m, d in dims.items())
           + f"; user degree tail exponent {stats['user']['tail_exponent_above_5']}, item "
