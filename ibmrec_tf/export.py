@@ -66,9 +66,14 @@ class ServingModule(tf.Module):
         # Every use of the ids goes through the checked tensor, so no gather can run first.
         user_ids = self._checked(user_ids)
         scores = self._scores(user_ids)
-        history = tf.gather(tf.RaggedTensor.from_row_splits(self.train_items, self.train_row_splits),
-                            user_ids)
-        index = tf.stack([history.value_rowids(), history.flat_values], axis=1)
+        # The users' training items, flattened: (row in the batch, position in train_items).
+        # Written with Repeat and Cumsum, not a ragged gather, which has no GPU kernel.
+        starts = tf.gather(self.train_row_splits, user_ids)
+        lengths = tf.gather(self.train_row_splits, user_ids + 1) - starts
+        rows = tf.repeat(tf.range(tf.size(user_ids, out_type=tf.int64)), lengths)
+        positions = (tf.range(tf.reduce_sum(lengths))
+                     - tf.repeat(tf.cumsum(lengths, exclusive=True) - starts, lengths))
+        index = tf.stack([rows, tf.gather(self.train_items, positions)], axis=1)
         scores = tf.tensor_scatter_nd_update(
             scores, index, tf.fill([tf.shape(index)[0]], tf.constant(-np.inf, tf.float32)))
         top = tf.math.top_k(scores, k=self.top_k, sorted=True)

@@ -290,7 +290,8 @@ class Trainer:
         self._term_sums.assign_add(tf.pad(tf.cast(values, tf.float64),
                                           [[0, TERM_SLOTS - len(self._term_names)]]))
         finite = tf.math.is_finite(values)
-        bad_term = tf.argmin(tf.cast(finite, tf.int32), output_type=tf.int64)
+        # As float32: ArgMin has no GPU kernel for int32 (gpu_audit).
+        bad_term = tf.argmin(tf.cast(finite, tf.float32), output_type=tf.int64)
         first = tf.logical_and(tf.logical_not(tf.reduce_all(finite)), self._first_bad[0] < 0)
         self._first_bad.assign(tf.where(first, tf.stack([tf.cast(step, tf.int64), bad_term]),
                                         self._first_bad))

@@ -23,7 +23,9 @@ def test_export_reload_same_scores_topk_excludes_train(tmp_path):
     ds = make_synthetic(seed=0, num_users=40, num_items=30, interactions_per_user=6)
     rng = np.random.default_rng(0)
     users, items = rng.normal(size=(40, 8)).astype(np.float32), rng.normal(size=(30, 8)).astype(np.float32)
-    train = ds.interaction_matrix("train")
+    train = ds.interaction_matrix("train").tolil()
+    train.rows[5], train.data[5] = [], []  # a user without training items
+    train = train.tocsr()
     path = export.export_saved_model(str(tmp_path / "sm"), users, items, train, top_k=5)
     # A fresh process reproduces the scores exactly.
     out = tmp_path / "scores.npy"
@@ -33,10 +35,11 @@ def test_export_reload_same_scores_topk_excludes_train(tmp_path):
     np.testing.assert_array_equal(np.load(out), here.numpy())
     np.testing.assert_allclose(np.load(out), users[[0, 5, 7]] @ items.T, rtol=1e-5, atol=1e-6)
 
-    rec = module.signatures["serving_default"](user_ids=tf.constant([0, 5], tf.int64))
-    assert rec["item_ids"].dtype == tf.int64 and rec["item_ids"].shape == (2, 5)
+    asked = [0, 5, 9, 0]  # with a repeat
+    rec = module.signatures["serving_default"](user_ids=tf.constant(asked, tf.int64))
+    assert rec["item_ids"].dtype == tf.int64 and rec["item_ids"].shape == (4, 5)
     assert rec["scores"].dtype == tf.float32
-    for row, user in enumerate([0, 5]):
+    for row, user in enumerate(asked):
         seen = set(train[user].indices)
         ids = rec["item_ids"].numpy()[row]
         assert not seen & set(ids)

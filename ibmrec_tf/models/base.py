@@ -175,6 +175,11 @@ class Recommender(keras.Model):
         if missing:
             raise ValueError(f"no gradient reaches {missing} from the loss of the update that "
                              f"trains them: a term that should read them does not")
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            # Keras checks an IndexedSlices gradient's finiteness through a bool scatter that
+            # has no GPU kernel (gpu_audit); FusedAdam adds it up densely in any case.
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                     for g in grads]
         optimizer.apply_gradients(list(zip(grads, variables)))
 
     @property
