@@ -173,6 +173,12 @@ class ModelConfig(Config):
                                 check=positive)
     knn_k: int = option(10, "Neighbours per item in each modality's kNN item-item graph.",
                         check=at_least(1))
+    knn_method: str = option("exact", "How the kNN item-item graphs are found: exact (chunked "
+                             "products, items^2 x dim) or ivf (approximate: faiss's inverted-file "
+                             "index, the [knn] extra; see BENCHMARKS.md for its recall and the "
+                             "catalog size where it pays).", choices=("exact", "ivf"))
+    knn_nprobe: int = option(32, "--knn_method=ivf: inverted lists searched per item (of about "
+                             "4 sqrt(items)); more is slower and nearer exact.", check=at_least(1))
     item_layers: int = option(1, "Item-item graph propagation layers (LATTICE models).",
                               check=in_range(0, 16))
     projection_layers: int = option(0, "Hidden layers of each modality's projection MLP; 0 = one "
@@ -294,6 +300,11 @@ class TrainConfig(Config):
                                             "training steps START to END (counted from 1 over "
                                             "the run) into <model_dir>/logs/profile; empty: "
                                             "none.", check=_profile_check)
+
+    memory_limit_gb: float = option(
+        0.0, "Refuse to start (exit 2, one line with the settings that lower it) when the run's "
+        "estimated peak memory exceeds this many GiB; 0: the memory available when the run "
+        "starts; negative: no check (ibmrec_tf.memory).")
 
     def __post_init__(self):
         object.__setattr__(self, "ks", tuple(sorted({int(k) for k in self.ks})))

@@ -3,7 +3,9 @@
 * :func:`normalized_adjacency`: the symmetric-normalized user-item graph ``D^-1/2 A D^-1/2``
   with ``A = [[0, R], [R^T, 0]]`` (paper Eq. 4 and 6).
 * :func:`knn_graph`: per modality, each item's ``k`` most cosine-similar items (Eq. 8-9),
-  computed in row chunks so memory stays ``O(items * k + chunk * items)``.
+  computed in row chunks so memory stays ``O(items * k + chunk * items)``; exact by default
+  (``O(items^2 dim)`` time), or approximate with faiss's inverted-file index
+  (``method="ivf"``, the optional ``[knn]`` extra) for catalogs where exact is too slow.
 * :func:`bipartite_edge_weights` and :func:`degree_sensitive_prune`: FREEDOM's user-item edge
   pruning, which keeps a share of the edges drawn without replacement with probabilities
   proportional to ``1 / sqrt(d_u d_i)``, and the normalized graph of the kept edges.
@@ -36,9 +38,17 @@ def normalized_adjacency(num_users: int, num_items: int, pairs: np.ndarray) -> s
     return normalized
 
 
+#: kNN builders: ``exact`` (chunked products) and ``ivf`` (faiss ``IndexIVFFlat``)
+KNN_METHODS = ("exact", "ivf")
+
+
 def knn_graph(features: np.ndarray, k: int, *, chunk_size: int = 2048,
-              missing: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+              missing: np.ndarray | None = None, method: str = "exact",
+              nprobe: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Each item's ``k`` nearest items by cosine similarity (Eq. 8-9); an item is its own nearest.
+
+    ``method="ivf"`` finds them approximately (:func:`_ivf_neighbors`): the same output, with
+    each row's neighbours among the items of the ``nprobe`` inverted lists nearest to it.
 
     Args:
       features: ``[num_items, dim]`` raw features of one modality.
@@ -67,6 +77,17 @@ def knn_graph(features: np.ndarray, k: int, *, chunk_size: int = 2048,
             raise ValueError(f"missing must have shape ({num_items},), got {missing.shape}")
         if not missing.any():
             missing = None
+    if method not in KNN_METHODS:
+        raise ValueError(f"unknown kNN method {method!r}; choose one of {KNN_METHODS}")
+    if method == "ivf":
+        present = np.flatnonzero(~missing) if missing is not None else None
+        if present is None or len(present) >= k:
+            neighbors, similarity = _ivf_neighbors(unit, k, nprobe, present)
+            similarity = np.clip(similarity, 0.0, None)
+            if missing is not None:
+                similarity[missing] = 0.0
+            return neighbors, similarity
+        # fewer present items than k: the exact builder fills rows with missing ones
     neighbors = np.empty((num_items, k), np.int64)
     similarity = np.empty((num_items, k), np.float32)
     for start in range(0, num_items, chunk_size):
@@ -83,6 +104,50 @@ def knn_graph(features: np.ndarray, k: int, *, chunk_size: int = 2048,
     if missing is not None:
         similarity[missing] = 0.0
     return neighbors, similarity
+
+
+def ivf_lists(num_items: int) -> int:
+    """The inverted lists of the approximate builder: about ``4 sqrt(items)`` (faiss's guideline
+    of 4-16 sqrt(N)), at most one per 39 items (k-means needs 39 points per centroid)."""
+    return max(1, min(int(4 * np.sqrt(num_items)), num_items // 39))
+
+
+def _ivf_neighbors(unit: np.ndarray, k: int, nprobe: int,
+                   present: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's ``k`` largest inner products with the ``present`` rows (all where None),
+    approximately: faiss's ``IndexIVFFlat`` over unit rows, ``nprobe`` lists searched.
+
+    Hand-written around faiss only where faiss says nothing: the ids of ``present``, and the
+    few rows whose probed lists hold fewer than ``k`` items (faiss pads them with -1), which are
+    searched exactly.
+    """
+    try:
+        import faiss
+    except ImportError:
+        from ibmrec_tf.features.encoders import MissingExtra
+
+        raise MissingExtra("--knn_method=ivf needs faiss: pip install -e \".[knn]\"") from None
+    unit = np.ascontiguousarray(unit, dtype=np.float32)
+    base = unit if present is None else np.ascontiguousarray(unit[present])
+    dim = unit.shape[1]
+    lists = ivf_lists(len(base))
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = 1234  # k-means is seeded: the same graph from the same features
+    sample = base if len(base) <= 256 * lists else base[
+        np.random.default_rng(0).choice(len(base), 256 * lists, replace=False)]
+    index.train(sample)
+    index.add(base)
+    index.nprobe = min(nprobe, lists)
+    similarity, ids = index.search(unit, k)
+    short = np.flatnonzero((ids < 0).any(axis=1))
+    if len(short):  # too few items in the probed lists: these rows exactly
+        block = unit[short] @ base.T
+        top = np.argsort(-block, axis=1, kind="stable")[:, :k]
+        ids[short], similarity[short] = top, np.take_along_axis(block, top, axis=1)
+    if present is not None:
+        ids = present[ids]
+    return ids.astype(np.int64), similarity.astype(np.float32)
 
 
 def knn_dense_reference(features: np.ndarray, k: int) -> np.ndarray:

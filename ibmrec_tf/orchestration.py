@@ -26,12 +26,13 @@ import os
 import resource
 import shutil
 import tempfile
+import time
 from typing import Callable
 
 import keras
 import tensorflow as tf
 
-from ibmrec_tf import __version__, export
+from ibmrec_tf import __version__, export, memory
 from ibmrec_tf.config import DataConfig, ModelConfig, TrainConfig, read_configs, write_configs
 from ibmrec_tf.data import Dataset, DataError, file_checksums
 from ibmrec_tf.models import Recommender, build_model
@@ -104,11 +105,15 @@ def run(*, model: str, data: Dataset | DataConfig, model_dir: str,
         data_config, dataset = data, data.load(seed=train_config.seed)
     else:
         dataset = data
+    # Before anything large is built or written: the estimate from the shapes alone.
+    estimate = memory.check_fits(model, memory.Shapes.of(dataset), model_config, train_config,
+                                 train_config.memory_limit_gb)
     chief = is_chief(strategy)
     if chief:
         _prepare(model_dir, model, data_config, model_config, train_config, dataset, resume,
                  command)
     keras.utils.set_random_seed(train_config.seed)
+    build_start = time.perf_counter()
     try:
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             recommender = build_model(model, dataset, model_config, seed=train_config.seed)
@@ -116,6 +121,7 @@ def run(*, model: str, data: Dataset | DataConfig, model_dir: str,
         if isinstance(e, DataError):
             raise
         raise BuildError(str(e)) from None
+    build_seconds = time.perf_counter() - build_start  # its graphs (kNN included) and tables
     work_dir = model_dir if chief else tempfile.mkdtemp(prefix="ibmrec_tf-worker-")
     trainer = Trainer(recommender, dataset, train_config, work_dir, strategy=strategy,
                       write_logs=chief, echo=echo if chief else (lambda _: None),
@@ -137,7 +143,9 @@ def run(*, model: str, data: Dataset | DataConfig, model_dir: str,
         "model": model, "dataset": dataset.name, "seed": train_config.seed,
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early, "seconds_per_epoch": result.seconds_per_epoch,
-        "eval_seconds": result.eval_seconds, "valid": result.valid, "test": result.test,
+        "eval_seconds": result.eval_seconds, "build_seconds": round(build_seconds, 3),
+        "estimated_peak_mb": round(estimate.peak / 2 ** 20, 1),
+        "valid": result.valid, "test": result.test,
         "epoch_seconds": [round(t, 3) for t in trainer.state["train_seconds"]],
         "train_interactions": int(len(dataset.train)),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

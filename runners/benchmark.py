@@ -31,6 +31,11 @@ Studies:
             per epoch after the first, seconds per full-ranking evaluation, peak memory, speed-up
             ratio; and each run's floor (the products its step cannot avoid, timed alone in
             this process just before the run) with the ratio of s/epoch to it
+  large     LightGCN, VLATTICE, IBMRec(VLATTICE), FREEDOM, IBMRec(FREEDOM) and MRdIB(FREEDOM)
+            for --speed_epochs epochs, one seed, on the data given (meant for the synthetic
+            Elec and MicroLens-1M shapes of runners.prepare_data --synthetic): seconds per
+            epoch against the floor, the model's build (kNN graphs included), a full-ranking
+            evaluation of every user, peak memory, validation Recall@20
   scaling   IBMRec on --fractions of the training interactions, one seed: seconds per epoch
             against the number of interactions
   distribution  LightGCN, VLATTICE and IBMRec on one replica and mirrored over every GPU (or
@@ -74,7 +79,8 @@ from runners.bench.studies import TIMING_STUDIES, study_runs
 
 flags.DEFINE_enum("study", "models",
                   ["models", "backbones", "ablation", "noise", "sensitivity", "search", "speed",
-                   "scaling", "eval", "precision", "distribution", "plugins", "plugin_speed"],
+                   "scaling", "eval", "precision", "distribution", "plugins", "plugin_speed",
+                   "large"],
                   "Which study.")
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0 .. seeds-1).")
 flags.DEFINE_string("bench_dir", "runs/bench", "Where the runs and the tables go.")
@@ -170,6 +176,9 @@ def main(argv):
                 "search": tables.search_table, "scaling": tables.scaling_table, "precision": tables.precision_table,
                 "distribution": tables.distribution_table,
                 "eval": eval_table,
+                "large": lambda r: tables.large_table(r) + "\n\nThe floor, as in the speed study: "
+                "the products a step cannot avoid, timed alone just before each run.\n\n"
+                + floor_table(r),
                 "plugins": tables.plugins_table, "plugin_speed": tables.plugins_table}.get(FLAGS.study, tables.table)(results)
     machine = f"{os.cpu_count()} cores, {platform.machine()}, {platform.platform(terse=True)}"
     with open(out + ".md", "w") as f:

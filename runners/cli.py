@@ -79,6 +79,7 @@ def _guarded(main: Callable) -> Callable:
     def wrapped(argv):
         from ibmrec_tf.config import ConfigError
         from ibmrec_tf.data import DataError
+        from ibmrec_tf.memory import MemoryBudgetError
 
         if len(argv) > 1:
             print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)", file=sys.stderr)
@@ -93,7 +94,7 @@ def _guarded(main: Callable) -> Callable:
         except ConfigError as e:
             print(f"error: {e.as_flag()}", file=sys.stderr)
             sys.exit(2)
-        except (UsageError, DataError, FileExistsError) as e:
+        except (UsageError, DataError, FileExistsError, MemoryBudgetError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         except ImportError as e:

@@ -75,6 +75,11 @@ def main(argv):
         "runs", f"{FLAGS.dataset}-{FLAGS.model}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     resume = FLAGS.resume and os.path.exists(os.path.join(model_dir, "flags.cfg"))
     data = common.load_data()
+    from ibmrec_tf import memory
+
+    # Before --model_dir is touched (--overwrite would have deleted it): run() checks again.
+    memory.check_fits(FLAGS.model, memory.Shapes.of(data), common.model_config(),
+                      common.train_config(), FLAGS.memory_limit_gb)
     common.configure_tensorflow()
     strategy = common.make_strategy()
     # Under multi_worker_mirrored only the chief writes --model_dir; the other workers write

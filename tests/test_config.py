@@ -120,6 +120,8 @@ def test_projection_weights_are_its_own_under_a_dtype_policy():
     ("lightgcn", {"backbone": "vbpr"}, "backbone"),
     ("ibmrec", {"mrdib_kl_weight": 1.0}, "mrdib_kl_weight"),
     ("vbpr", {"knn_k": 5}, "knn_k"),
+    ("lightgcn", {"knn_method": "ivf"}, "knn_method"),
+    ("vlattice", {"knn_nprobe": 8}, "knn_nprobe"),  # read by the approximate builder only
     ("bprmf", {"n_layers": 3}, "n_layers"),
     ("ibmrec", {"backbone": "vbpr", "beta": 2.0}, "beta"),  # no item graph, no GIB
     ("ibmrec", {"gib": False, "mask_temperature": 0.2}, "mask_temperature"),
@@ -151,9 +153,10 @@ def test_every_setting_is_read_by_some_model_and_the_reads_are_fields():
 
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     read = set()
-    for name, backbone, estimator in itertools.product(
-            MODELS, ("vbpr", "vlightgcn", "lattice", "vlattice", "freedom"), ("dv", "hsic")):
-        got = settings_read(name, ModelConfig(backbone=backbone,
+    for name, backbone, estimator, knn in itertools.product(
+            MODELS, ("vbpr", "vlightgcn", "lattice", "vlattice", "freedom"), ("dv", "hsic"),
+            ("exact", "ivf")):
+        got = settings_read(name, ModelConfig(backbone=backbone, knn_method=knn,
                                               mrdib_redundancy_estimator=estimator))
         assert got <= fields, got - fields
         read |= got

@@ -45,7 +45,8 @@ class KnnItemGraph(keras.layers.Layer):
         # An item whose feature is a fill (Dataset.feature_missing) has no edges in that
         # modality's graph and is nobody's neighbour there.
         neighbors, similarity = zip(*(graph_lib.knn_graph(
-            dataset.features[m], config.knn_k, missing=dataset.feature_missing.get(m))
+            dataset.features[m], config.knn_k, missing=dataset.feature_missing.get(m),
+            method=config.knn_method, nprobe=config.knn_nprobe)
             for m in self.modalities))
         table = np.concatenate(neighbors, axis=1)
         self._knn = PerDevice((tf.constant(table.astype(np.int32)),

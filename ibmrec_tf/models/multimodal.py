@@ -155,7 +155,9 @@ class MultimodalRecommender(PropagatedRawFeatures, Recommender):
         if cls.user_item_graph:
             read.add("n_layers")
         if cls.item_item_graph:
-            read |= {"knn_k", "item_layers"}
+            read |= {"knn_k", "item_layers", "knn_method"}
+            if config.knn_method == "ivf":
+                read.add("knn_nprobe")
         return frozenset(read)
 
     def __init__(self, dataset: Dataset, config: ModelConfig, *,

@@ -12,6 +12,7 @@ from absl import flags
 
 from runners import common
 from runners.bench.floor import floor_data, step_floor
+from runners.bench.studies import FLOOR_STUDIES
 
 FLAGS = flags.FLAGS
 
@@ -25,7 +26,7 @@ def run_one(label: str, extra: list[str], seed: int, common_flags: list[str]) ->
     differences = {}
     floor_path = os.path.join(model_dir, "floor.json")
     floor = None
-    if FLAGS.study == "speed" and not FLAGS.report_only:
+    if FLAGS.study in FLOOR_STUDIES and not FLAGS.report_only:
         # The floor is timed alone just before the run, on the same cores, with the same threads.
         data = floor_data()
         model = next(a.split("=", 1)[1] for a in extra if a.startswith("--model="))

@@ -10,7 +10,15 @@ from ibmrec_tf.config import PRECISIONS
 
 FLAGS = flags.FLAGS
 
-TIMING_STUDIES = ("speed", "scaling", "precision", "distribution", "plugin_speed")
+TIMING_STUDIES = ("speed", "scaling", "precision", "distribution", "plugin_speed", "large")
+#: the timing studies whose runs are timed against their floor
+FLOOR_STUDIES = ("speed", "large")
+#: the large study's models: ID-only, the LATTICE family and FREEDOM, alone and denoised
+LARGE_MODELS = (("lightgcn", ["--model=lightgcn"]), ("vlattice", ["--model=vlattice"]),
+                ("ibmrec(vlattice)", ["--model=ibmrec", "--backbone=vlattice"]),
+                ("freedom", ["--model=freedom"]),
+                ("ibmrec(freedom)", ["--model=ibmrec", "--backbone=freedom"]),
+                ("mrdib(freedom)", ["--model=mrdib", "--backbone=freedom"]))
 #: the backbones the denoisers plug into, and the denoiser combinations of the plugins study
 PLUGIN_BACKBONES = ("vbpr", "vlightgcn", "lattice", "vlattice", "freedom")
 PLUGINS = (("ibmrec", "ibmrec"), ("mrdib", "mrdib"), ("ibmrec+mrdib", "ibmrec_mrdib"))
@@ -67,6 +75,8 @@ def study_runs(study: str) -> list[tuple[str, list[str]]]:
             return [(f"{m}{' straightforward' if plain else ''}",
                      [f"--model={m}", *epochs] + (["--straightforward"] if plain else []))
                     for m in ("lightgcn", "vlightgcn", "vlattice", "ibmrec") for plain in (False, True)]
+        if study == "large":
+            return [(label, [*flags, *epochs]) for label, flags in LARGE_MODELS]
         if study == "distribution":
             replicas = gpu_count() or FLAGS.distribution_replicas
             device = ([] if gpu_count() else [f"--cpu_replicas={replicas}"])

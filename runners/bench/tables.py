@@ -84,6 +84,20 @@ def speed_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def large_table(results: list[dict]) -> str:
+    """Per model at a large shape: the build, the epochs, a full evaluation, memory, quality."""
+    lines = ["| model | build s (kNN included) | s/epoch | s/evaluation (users) | peak MB | "
+             "valid recall@20 | epochs |", "|" + "---|" * 7]
+    for r in results:
+        lines.append(
+            f"| {r['label']} | {r.get('build_seconds', float('nan')):.1f} | "
+            f"{r['seconds_per_epoch']:.1f} | {r['eval_seconds']:.1f} "
+            f"({r['valid'].get('users_evaluated', '?')}) | "
+            f"{r.get('peak_rss_mb', float('nan')):.0f} | {r['valid']['recall@20']:.4f} | "
+            f"{len(r.get('epoch_seconds', []))} |")
+    return "\n".join(lines)
+
+
 def distribution_table(results: list[dict]) -> str:
     """Seconds per epoch and per evaluation with 1 and R replicas, and the ratio."""
     lines = ["| model | replicas | device | s/epoch | speed-up over 1 replica | s/evaluation | "
