@@ -9,7 +9,7 @@ common ones given here (so every run is what a user would get from that command)
 run's metrics.json) and <bench_dir>/<study>.md (mean and standard deviation over seeds of the
 test metrics of the epoch selected on validation) and prints the table.
 
-The noise, sensitivity, scaling and plugins studies also draw <study>.png when matplotlib is installed
+The noise, sensitivity, scaling, plugins and growth studies also draw <study>.png when matplotlib is installed
 (pip install -e ".[plots]").
 
 Studies:
@@ -36,6 +36,11 @@ Studies:
             Elec and MicroLens-1M shapes of runners.prepare_data --synthetic): seconds per
             epoch against the floor, the model's build (kNN graphs included), a full-ranking
             evaluation of every user, peak memory, validation Recall@20
+  growth    LightGCN, VLATTICE, IBMRec(VLATTICE) and FREEDOM with the users, the items and
+            the interactions each varied alone over an eighth to all of the Elec shape's
+            (times --growth_scale), on synthetic data written once under
+            <bench_dir>/growth_data: the log-log slope of seconds per epoch, per evaluation,
+            peak memory and build seconds against each size (growth.png: s/epoch)
   scaling   IBMRec on --fractions of the training interactions, one seed: seconds per epoch
             against the number of interactions
   distribution  LightGCN, VLATTICE and IBMRec on one replica and mirrored over every GPU (or
@@ -75,12 +80,13 @@ from runners.bench import tables
 from runners.bench.evaluator_timing import eval_study, eval_table
 from runners.bench.floor import floor_table
 from runners.bench.runs import run_one
-from runners.bench.studies import TIMING_STUDIES, study_runs
+from runners.bench.growth import check_scale, ensure_growth_data, growth_table
+from runners.bench.studies import TIMING_STUDIES, growth_data_dir, study_runs
 
 flags.DEFINE_enum("study", "models",
                   ["models", "backbones", "ablation", "noise", "sensitivity", "search", "speed",
                    "scaling", "eval", "precision", "distribution", "plugins", "plugin_speed",
-                   "large"],
+                   "large", "growth"],
                   "Which study.")
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0 .. seeds-1).")
 flags.DEFINE_string("bench_dir", "runs/bench", "Where the runs and the tables go.")
@@ -108,6 +114,8 @@ flags.DEFINE_list("only", [], "Train (or report) only these configurations of th
 flags.DEFINE_integer("jobs", 1, "Runs trained at once (quality studies; the timing studies "
                      "always run one at a time). Each run uses --intra_op_threads threads.")
 flags.DEFINE_integer("eval_repeats", 3, "eval study: timed repeats (after one untimed).")
+flags.DEFINE_float("growth_scale", 1.0, "growth study: the largest sizes as this fraction of the "
+                   "Elec shape's (1: Elec's users, items and interactions).", lower_bound=1e-4)
 flags.DEFINE_integer("distribution_replicas", 2, "distribution study: replicas on a machine "
                      "without GPUs (logical CPU devices); with GPUs, one per GPU.")
 FLAGS = flags.FLAGS
@@ -124,7 +132,7 @@ def main(argv):
     own = {"study", "seeds", "bench_dir", "noise_dims", "noise_models", "model", "model_dir", "seed", "overwrite",
            "resume", "verbose", "speed_epochs", "fractions", "alphas", "betas", "sigma2s",
            "report_only", "eval_dims", "eval_batch_sizes", "eval_repeats", "variant", "jobs",
-           "only"}
+           "only", "growth_scale"}
     common_flags = [FLAGS[name].serialize() for name in common.recorded_flags()
                     if FLAGS[name].present and name not in own]
     results, failed = [], []
@@ -136,6 +144,11 @@ def main(argv):
             raise common.UsageError("--only selects runs of a training study; eval has none")
         results = eval_study()
     else:
+        if FLAGS.study == "growth":
+            try:
+                check_scale(FLAGS.growth_scale)
+            except ValueError as e:
+                raise common.UsageError(str(e)) from None
         configurations = study_runs(FLAGS.study)
         unknown = sorted(set(FLAGS.only) - {label for label, _ in configurations})
         if unknown:
@@ -145,6 +158,10 @@ def main(argv):
         todo = [(label, extra, seed) for label, extra in configurations
                 if not FLAGS.only or label in FLAGS.only for seed in range(seeds)]
         jobs = 1 if FLAGS.study in TIMING_STUDIES else FLAGS.jobs
+        if FLAGS.study == "growth" and not FLAGS.report_only:
+            ensure_growth_data(growth_data_dir(), FLAGS.growth_scale,
+                               names={label.rsplit(" ", 1)[1] for label, _, _ in todo},
+                               echo=lambda line: print(line, flush=True))
 
         def attempt(job):
             try:
@@ -176,6 +193,7 @@ def main(argv):
                 "search": tables.search_table, "scaling": tables.scaling_table, "precision": tables.precision_table,
                 "distribution": tables.distribution_table,
                 "eval": eval_table,
+                "growth": lambda r: growth_table(r, FLAGS.growth_scale),
                 "large": lambda r: tables.large_table(r) + "\n\nThe floor, as in the speed study: "
                 "the products a step cannot avoid, timed alone just before each run.\n\n"
                 + floor_table(r),

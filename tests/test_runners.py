@@ -391,3 +391,28 @@ def test_readme_from_python_block_runs(tmp_path, monkeypatch, capsys):
         ibmrec_tf.run(**{**kwargs, "model_config": model_config.replace(knn_k=4)}, resume=True)
     again = ibmrec_tf.run(**kwargs, resume=True)
     assert again.train.epochs_run == 2 and again.metrics["test"] == metrics["test"]
+
+
+def test_benchmark_growth_study_writes_its_data_once_and_gives_slopes(tmp_path):
+    from runners.bench.growth import growth_points
+
+    points = [p for p in growth_points(0.03) if p[0] == "items"]
+    only = ",".join(f"lightgcn {name}" for _, _, name, _ in points[::3])  # the two ends
+    args = ["benchmark", "--study=growth", "--growth_scale=0.03", "--speed_epochs=2",
+            "--embedding_dim=8", f"--bench_dir={tmp_path}", f"--only={only}"]
+    proc = run(*args)
+    assert sorted(os.listdir(tmp_path / "growth_data")) == sorted(
+        name for _, _, name, _ in points[::3])
+    runs = json.loads((tmp_path / "growth.json").read_text())["runs"]
+    assert [r["label"] for r in runs] == only.split(",")
+    assert all(r["build_seconds"] > 0 and r["estimated_peak_mb"] > 0 for r in runs)
+    sizes = [r["train_interactions"] for r in runs]
+    assert sizes[0] == sizes[1]  # the items axis holds the interactions
+    row = [line for line in proc.stdout.splitlines() if line.startswith("| lightgcn | items | ")][0]
+    assert f"{points[0][1]:,}, {points[3][1]:,}" in row
+    # Rerun: the data and the runs are reused.
+    again = run(*args)
+    assert "writing" not in again.stdout and " s\n" not in again.stdout
+    bad = run("benchmark", "--study=growth", "--growth_scale=0.01", f"--bench_dir={tmp_path}",
+              check=False)
+    assert bad.returncode == 2 and "--growth_scale=0.01" in bad.stderr

@@ -6,11 +6,13 @@ from absl import flags
 
 from runners import common
 from runners.bench.floor import gpu_count
+from runners.bench.growth import growth_runs
 from ibmrec_tf.config import PRECISIONS
 
 FLAGS = flags.FLAGS
 
-TIMING_STUDIES = ("speed", "scaling", "precision", "distribution", "plugin_speed", "large")
+TIMING_STUDIES = ("speed", "scaling", "precision", "distribution", "plugin_speed", "large",
+                  "growth")
 #: the timing studies whose runs are timed against their floor
 FLOOR_STUDIES = ("speed", "large")
 #: the large study's models: ID-only, the LATTICE family and FREEDOM, alone and denoised
@@ -22,6 +24,13 @@ LARGE_MODELS = (("lightgcn", ["--model=lightgcn"]), ("vlattice", ["--model=vlatt
 #: the backbones the denoisers plug into, and the denoiser combinations of the plugins study
 PLUGIN_BACKBONES = ("vbpr", "vlightgcn", "lattice", "vlattice", "freedom")
 PLUGINS = (("ibmrec", "ibmrec"), ("mrdib", "mrdib"), ("ibmrec+mrdib", "ibmrec_mrdib"))
+
+
+def growth_data_dir() -> str:
+    """Where the growth study's datasets are written once and reused."""
+    import os
+
+    return os.path.join(FLAGS.bench_dir, "growth_data")
 
 
 def study_runs(study: str) -> list[tuple[str, list[str]]]:
@@ -75,6 +84,8 @@ def study_runs(study: str) -> list[tuple[str, list[str]]]:
             return [(f"{m}{' straightforward' if plain else ''}",
                      [f"--model={m}", *epochs] + (["--straightforward"] if plain else []))
                     for m in ("lightgcn", "vlightgcn", "vlattice", "ibmrec") for plain in (False, True)]
+        if study == "growth":
+            return growth_runs(growth_data_dir(), epochs, FLAGS.growth_scale)
         if study == "large":
             return [(label, [*flags, *epochs]) for label, flags in LARGE_MODELS]
         if study == "distribution":

@@ -141,7 +141,7 @@ def scaling_table(results: list[dict]) -> str:
 def plot(study: str, results: list[dict], path: str) -> str | None:
     """Draws the noise, sensitivity, scaling or plugins study as a PNG; returns its path (None
     if skipped)."""
-    if study not in ("noise", "sensitivity", "scaling", "plugins"):
+    if study not in ("noise", "sensitivity", "scaling", "plugins", "growth"):
         return None
     try:
         import matplotlib
@@ -162,6 +162,12 @@ def plot(study: str, results: list[dict], path: str) -> str | None:
 
     if study == "plugins":
         return _plot_plugins(plt, results, path)
+    if study == "growth":
+        from absl import flags
+
+        from runners.bench.growth import plot_growth
+
+        return plot_growth(plt, results, path, flags.FLAGS.growth_scale)
     if study == "noise":
         panels = [("test recall@20", "noise dimensions D per modality", series(
             lambda label: label.split(" ")[0], lambda r: float(r["label"].split("D=")[1]),
