@@ -41,6 +41,10 @@ Studies:
             (times --growth_scale), on synthetic data written once under
             <bench_dir>/growth_data: the log-log slope of seconds per epoch, per evaluation,
             peak memory and build seconds against each size (growth.png: s/epoch)
+  knn       the kNN builders alone (in this process, no training): the exact builder's
+            seconds and memory and the approximate one's (--knn_method=ivf, faiss) for each of
+            --knn_nprobes, with its recall@k against exact, per modality, on the first N items
+            for each of --knn_sizes
   scaling   IBMRec on --fractions of the training interactions, one seed: seconds per epoch
             against the number of interactions
   distribution  LightGCN, VLATTICE and IBMRec on one replica and mirrored over every GPU (or
@@ -79,6 +83,7 @@ from runners import common
 from runners.bench import tables
 from runners.bench.evaluator_timing import eval_study, eval_table
 from runners.bench.floor import floor_table
+from runners.bench.knn_timing import knn_study, knn_table
 from runners.bench.runs import run_one
 from runners.bench.growth import check_scale, ensure_growth_data, growth_table
 from runners.bench.studies import TIMING_STUDIES, growth_data_dir, study_runs
@@ -86,7 +91,7 @@ from runners.bench.studies import TIMING_STUDIES, growth_data_dir, study_runs
 flags.DEFINE_enum("study", "models",
                   ["models", "backbones", "ablation", "noise", "sensitivity", "search", "speed",
                    "scaling", "eval", "precision", "distribution", "plugins", "plugin_speed",
-                   "large", "growth"],
+                   "large", "growth", "knn"],
                   "Which study.")
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0 .. seeds-1).")
 flags.DEFINE_string("bench_dir", "runs/bench", "Where the runs and the tables go.")
@@ -114,6 +119,8 @@ flags.DEFINE_list("only", [], "Train (or report) only these configurations of th
 flags.DEFINE_integer("jobs", 1, "Runs trained at once (quality studies; the timing studies "
                      "always run one at a time). Each run uses --intra_op_threads threads.")
 flags.DEFINE_integer("eval_repeats", 3, "eval study: timed repeats (after one untimed).")
+flags.DEFINE_list("knn_sizes", ["0"], "knn study: catalog sizes (the first N items; 0: all).")
+flags.DEFINE_list("knn_nprobes", ["8", "32", "128"], "knn study: inverted lists searched.")
 flags.DEFINE_float("growth_scale", 1.0, "growth study: the largest sizes as this fraction of the "
                    "Elec shape's (1: Elec's users, items and interactions).", lower_bound=1e-4)
 flags.DEFINE_integer("distribution_replicas", 2, "distribution study: replicas on a machine "
@@ -132,17 +139,18 @@ def main(argv):
     own = {"study", "seeds", "bench_dir", "noise_dims", "noise_models", "model", "model_dir", "seed", "overwrite",
            "resume", "verbose", "speed_epochs", "fractions", "alphas", "betas", "sigma2s",
            "report_only", "eval_dims", "eval_batch_sizes", "eval_repeats", "variant", "jobs",
-           "only", "growth_scale"}
+           "only", "growth_scale", "knn_sizes", "knn_nprobes"}
     common_flags = [FLAGS[name].serialize() for name in common.recorded_flags()
                     if FLAGS[name].present and name not in own]
     results, failed = [], []
     seeds = 1 if FLAGS.study in TIMING_STUDIES else FLAGS.seeds
-    if FLAGS.study == "eval":
+    if FLAGS.study in ("eval", "knn"):
         if FLAGS.report_only:
-            raise common.UsageError("the eval study keeps no runs to report; run it")
+            raise common.UsageError(f"the {FLAGS.study} study keeps no runs to report; run it")
         if FLAGS.only:
-            raise common.UsageError("--only selects runs of a training study; eval has none")
-        results = eval_study()
+            raise common.UsageError(f"--only selects runs of a training study; {FLAGS.study} "
+                                    f"has none")
+        results = eval_study() if FLAGS.study == "eval" else knn_study()
     else:
         if FLAGS.study == "growth":
             try:
@@ -192,7 +200,7 @@ def main(argv):
                 "times the steps of an epoch).\n\n" + floor_table(r),
                 "search": tables.search_table, "scaling": tables.scaling_table, "precision": tables.precision_table,
                 "distribution": tables.distribution_table,
-                "eval": eval_table,
+                "eval": eval_table, "knn": knn_table,
                 "growth": lambda r: growth_table(r, FLAGS.growth_scale),
                 "large": lambda r: tables.large_table(r) + "\n\nThe floor, as in the speed study: "
                 "the products a step cannot avoid, timed alone just before each run.\n\n"

@@ -416,3 +416,17 @@ def test_benchmark_growth_study_writes_its_data_once_and_gives_slopes(tmp_path):
     bad = run("benchmark", "--study=growth", "--growth_scale=0.01", f"--bench_dir={tmp_path}",
               check=False)
     assert bad.returncode == 2 and "--growth_scale=0.01" in bad.stderr
+
+
+def test_benchmark_knn_study_measures_recall_against_exact(tmp_path):
+    pytest.importorskip("faiss")
+    proc = run("benchmark", "--study=knn", "--dataset=synthetic", "--knn_sizes=400",
+               "--knn_nprobes=1,64", "--knn_k=5", f"--bench_dir={tmp_path}")
+    rows = json.loads((tmp_path / "knn.json").read_text())["runs"]
+    assert {r["modality"] for r in rows} == {"image", "text"}
+    for r in rows:
+        assert r["items"] == 400 and r["lists"] == 10 and r["k"] == 5
+        one, every = r["approximate"]
+        assert every["recall"] == 1.0  # every list searched: exact
+        assert one["recall"] < every["recall"]
+    assert "| image | 400 |" in proc.stdout
