@@ -45,6 +45,9 @@ Studies:
             seconds and memory and the approximate one's (--knn_method=ivf, faiss) for each of
             --knn_nprobes, with its recall@k against exact, per modality, on the first N items
             for each of --knn_sizes
+  xla       the dense parts of a step (every item's projection, HSIC, BPR, a ranking block)
+            as tf.functions and XLA-compiled (jit_compile=True), timed in this process at the
+            data's shapes, and whether --model's whole step compiles
   scaling   IBMRec on --fractions of the training interactions, one seed: seconds per epoch
             against the number of interactions
   distribution  LightGCN, VLATTICE and IBMRec on one replica and mirrored over every GPU (or
@@ -84,6 +87,7 @@ from runners.bench import tables
 from runners.bench.evaluator_timing import eval_study, eval_table
 from runners.bench.floor import floor_table
 from runners.bench.knn_timing import knn_study, knn_table
+from runners.bench.xla_timing import xla_study, xla_table
 from runners.bench.runs import run_one
 from runners.bench.growth import check_scale, ensure_growth_data, growth_table
 from runners.bench.studies import TIMING_STUDIES, growth_data_dir, study_runs
@@ -91,7 +95,7 @@ from runners.bench.studies import TIMING_STUDIES, growth_data_dir, study_runs
 flags.DEFINE_enum("study", "models",
                   ["models", "backbones", "ablation", "noise", "sensitivity", "search", "speed",
                    "scaling", "eval", "precision", "distribution", "plugins", "plugin_speed",
-                   "large", "growth", "knn"],
+                   "large", "growth", "knn", "xla"],
                   "Which study.")
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0 .. seeds-1).")
 flags.DEFINE_string("bench_dir", "runs/bench", "Where the runs and the tables go.")
@@ -144,13 +148,13 @@ def main(argv):
                     if FLAGS[name].present and name not in own]
     results, failed = [], []
     seeds = 1 if FLAGS.study in TIMING_STUDIES else FLAGS.seeds
-    if FLAGS.study in ("eval", "knn"):
+    if FLAGS.study in ("eval", "knn", "xla"):
         if FLAGS.report_only:
             raise common.UsageError(f"the {FLAGS.study} study keeps no runs to report; run it")
         if FLAGS.only:
             raise common.UsageError(f"--only selects runs of a training study; {FLAGS.study} "
                                     f"has none")
-        results = eval_study() if FLAGS.study == "eval" else knn_study()
+        results = {"eval": eval_study, "knn": knn_study, "xla": xla_study}[FLAGS.study]()
     else:
         if FLAGS.study == "growth":
             try:
@@ -200,7 +204,7 @@ def main(argv):
                 "times the steps of an epoch).\n\n" + floor_table(r),
                 "search": tables.search_table, "scaling": tables.scaling_table, "precision": tables.precision_table,
                 "distribution": tables.distribution_table,
-                "eval": eval_table, "knn": knn_table,
+                "eval": eval_table, "knn": knn_table, "xla": xla_table,
                 "growth": lambda r: growth_table(r, FLAGS.growth_scale),
                 "large": lambda r: tables.large_table(r) + "\n\nThe floor, as in the speed study: "
                 "the products a step cannot avoid, timed alone just before each run.\n\n"

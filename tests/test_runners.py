@@ -430,3 +430,14 @@ def test_benchmark_knn_study_measures_recall_against_exact(tmp_path):
         assert every["recall"] == 1.0  # every list searched: exact
         assert one["recall"] < every["recall"]
     assert "| image | 400 |" in proc.stdout
+
+
+def test_benchmark_xla_study_times_each_dense_part_both_ways(tmp_path):
+    proc = run("benchmark", "--study=xla", "--dataset=synthetic", "--model=lightgcn",
+               "--eval_repeats=1", f"--bench_dir={tmp_path}")
+    rows = json.loads((tmp_path / "xla.json").read_text())["runs"]
+    timed = [r for r in rows if "seconds" in r]
+    assert len(timed) == 6 and all(r["seconds"] > 0 and r["xla_seconds"] > 0 for r in timed)
+    assert all(r["max_difference"] < 1e-3 for r in timed)  # the same values, compiled
+    # The user-item propagation is a CSR product, which XLA has no kernel for.
+    assert "SparseMatrixMatMul" in rows[-1]["outcome"] and "SparseMatrixMatMul" in proc.stdout
