@@ -64,6 +64,20 @@ def run_runner(module: str, *args: str, check: bool = True,
     return proc
 
 
+def model_cases():
+    """``(model, backbone)`` of every registered model: each denoised model on every backbone,
+    the others with ``None``."""
+    from ibmrec_tf.models import MODELS, DenoisedRecommender
+    from ibmrec_tf.models.denoised import BACKBONES
+
+    for name, cls in MODELS.items():
+        if issubclass(cls, DenoisedRecommender):
+            for backbone in BACKBONES:
+                yield name, backbone
+        else:
+            yield name, None
+
+
 @pytest.fixture
 def shared_data() -> pathlib.Path:
     """``../shared/data`` beside the checkout (present in CI); skips the test when it is absent."""

@@ -13,18 +13,9 @@ from ibmrec_tf.data import make_synthetic
 from ibmrec_tf.evaluation import Evaluator
 from ibmrec_tf.export import export_saved_model
 from ibmrec_tf.gpu_audit import host_only_ops
-from ibmrec_tf.models import MODELS, DenoisedRecommender, ModelConfig, build_model, without_unread
-from ibmrec_tf.models.denoised import BACKBONES
+from ibmrec_tf.models import ModelConfig, build_model, without_unread
 from ibmrec_tf.training import TrainConfig, Trainer
-
-
-def _cases():
-    for name, cls in MODELS.items():
-        if issubclass(cls, DenoisedRecommender):
-            for backbone in BACKBONES:
-                yield name, backbone
-        else:
-            yield name, None
+from tests.conftest import model_cases
 
 
 def test_the_audit_names_an_op_without_a_gpu_kernel_and_passes_one_with():
@@ -65,7 +56,7 @@ def _trained_step_and_inference(small, tmp_path, name, backbone, precision):
     return trainer._step, inference  # the step as the trainer compiled and ran it
 
 
-@pytest.mark.parametrize("name,backbone", list(_cases()))
+@pytest.mark.parametrize("name,backbone", list(model_cases()))
 def test_every_models_training_step_and_inference_have_gpu_kernels(small, tmp_path, name,
                                                                    backbone):
     step, inference = _trained_step_and_inference(small, tmp_path, name, backbone, "float32")
@@ -75,7 +66,7 @@ def test_every_models_training_step_and_inference_have_gpu_kernels(small, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
-@pytest.mark.parametrize("name,backbone", [(n, b) for n, b in _cases()
+@pytest.mark.parametrize("name,backbone", [(n, b) for n, b in model_cases()
                                            if b in (None, "vlightgcn", "vlattice", "freedom")])
 def test_mixed_precision_steps_have_gpu_kernels(small, tmp_path, name, backbone, precision):
     # mixed_float16 wraps the optimizers in loss scaling, whose finiteness check of a sparse

@@ -7,11 +7,12 @@ import pytest
 import tensorflow as tf
 
 from ibmrec_tf.data import TripletSampler
-from ibmrec_tf.models import (MODELS, BackboneOptions, DenoisedRecommender, Denoiser, ModelConfig,
+from ibmrec_tf.models import (BackboneOptions, DenoisedRecommender, Denoiser, ModelConfig,
                               OwnUpdate, build_model, without_unread)
 from ibmrec_tf.models.denoised import BACKBONES
 from ibmrec_tf.models.multimodal import DENOISER_SURFACE
 from ibmrec_tf.training import TrainConfig, Trainer
+from tests.conftest import model_cases
 
 
 class CenteredContent(Denoiser):
@@ -134,16 +135,7 @@ def test_every_backbone_offers_the_denoiser_surface(small):
                 assert getattr(model, attribute, None) is not None, (name, attribute)
 
 
-def _cases():
-    for name, cls in MODELS.items():
-        if issubclass(cls, DenoisedRecommender):
-            for backbone in BACKBONES:
-                yield name, backbone
-        else:
-            yield name, None
-
-
-@pytest.mark.parametrize("name,backbone", list(_cases()))
+@pytest.mark.parametrize("name,backbone", list(model_cases()))
 def test_every_variable_gets_a_nonzero_gradient_from_its_update(small, name, backbone):
     """After two steps (the fusion MLP's output starts at zero, so its hidden layer's first
     gradient is zero), the gradient of every update's loss is nonzero on each variable of its

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-
 from absl import flags
 
 from runners import common
+from runners.bench.evaluator_timing import _median_seconds  # the first call traces, compiles
 
 FLAGS = flags.FLAGS
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # traces (and compiles)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def xla_study() -> list[dict]:
