@@ -6,7 +6,9 @@ files are memory-mapped, so their shapes cost nothing to read) and the settings:
 * ``runtime``: Python, TensorFlow and its thread pools (measured, about 0.8 GB on 2 cores);
 * ``interactions``: the splits' id pairs, their CSR matrices, the sampler's and evaluator's
   arrays;
-* ``features``: each modality's float32 file mapping and the model's scaled copy;
+* ``features``: each modality's float32 file mapping (every model: the loader's finite check
+  reads every page, and resident mapped pages count in the process's memory) and, for the
+  multimodal models, the model's scaled copy;
 * ``build``: what building holds for a moment and frees: the kNN builder's normalized copy and
   its similarity block (``2048 x items`` at a time, with its partition buffers);
 * ``graphs``: the normalized user-item CSR matrix (SciPy's and TensorFlow's copies) and the
@@ -107,12 +109,13 @@ def estimate_peak_memory(model: str, shapes: Shapes, model_config: ModelConfig,
     k = len(dims)
     f32 = 4
     width = d * (1 + k) if s["content"] else d  # the propagated width, [P, C] / [Q, Z]
+    mapped = sum(items * dim * f32 for dim in shapes.modality_dims.values())
     feature_bytes = sum(items * dim * f32 for dim in dims.values())
     largest = max(dims.values(), default=0) * items * f32
     knn_k = min(model_config.knn_k, max(items - 1, 1))
     parts = {"runtime": RUNTIME_BYTES,
              "interactions": shapes.interactions * BYTES_PER_INTERACTION,
-             "features": 2 * feature_bytes,
+             "features": mapped + feature_bytes,
              "build": (2 * largest + (min(KNN_BLOCK_ROWS, items) * items * KNN_BYTES_PER_ENTRY
                                       if s["item_item"] else 0)),
              "graphs": ((2 * shapes.train * BYTES_PER_EDGE if s["user_item"] else 0)
@@ -206,3 +209,14 @@ def check_fits(model: str, shapes: Shapes, model_config: ModelConfig, train_conf
         f"{source} ({estimate.describe()}); lower it with "
         + (", ".join(lower) if lower else "a smaller dataset")
         + ", or set --memory_limit_gb (negative: no check)")
+
+
+def estimate_run(model_dir: str, dataset=None) -> MemoryEstimate:
+    """The estimate of the run in ``model_dir``, from its ``config.json`` (with this version's
+    formula); ``dataset``: its data, already loaded (else loaded here)."""
+    from ibmrec_tf.config import read_configs
+
+    model, data_config, model_config, train_config = read_configs(model_dir)
+    if dataset is None:
+        dataset = data_config.load(seed=train_config.seed)
+    return estimate_peak_memory(model, Shapes.of(dataset), model_config, train_config)

@@ -9,7 +9,7 @@ import pytest
 
 from ibmrec_tf.config import ModelConfig, TrainConfig
 from ibmrec_tf.memory import (GIB, KNN_BLOCK_ROWS, MemoryBudgetError, Shapes, available_bytes,
-                              check_fits, estimate_peak_memory)
+                              check_fits, estimate_peak_memory, estimate_run)
 from tests.conftest import run_runner
 
 ELEC = Shapes(num_users=192403, num_items=63001, train=1245800, interactions=1689408,
@@ -20,9 +20,10 @@ def test_each_part_follows_its_shape_or_setting():
     config, train = ModelConfig(n_layers=1), TrainConfig(batch_size=2048)
     vlattice = estimate_peak_memory("vlattice", ELEC, config, train).parts
     lightgcn = estimate_peak_memory("lightgcn", ELEC, config, train).parts
-    # Features: the file mapping and the scaled float32 copy; ID-only models hold none.
+    # Features: the file mapping (read by the loader's check) and the model's scaled float32
+    # copy, which ID-only models do not make.
     assert vlattice["features"] == 2 * 63001 * (4096 + 384) * 4
-    assert lightgcn["features"] == 0 and lightgcn["build"] == 0
+    assert lightgcn["features"] == 63001 * (4096 + 384) * 4 and lightgcn["build"] == 0
     # The kNN block is built only for item-item models: 2048 rows of every item.
     vbpr = estimate_peak_memory("vbpr", ELEC, config, train).parts
     assert vlattice["build"] - vbpr["build"] == KNN_BLOCK_ROWS * 63001 * 16
@@ -83,3 +84,6 @@ def test_the_estimate_is_near_a_measured_peak(tmp_path):
     ratio = metrics["peak_rss_mb"] / metrics["estimated_peak_mb"]
     assert 0.7 < ratio < 1.3, metrics
     assert os.path.isdir(model_dir / "export")
+    # The run's estimate, recomputed from its config.json alone.
+    assert estimate_run(str(model_dir)).peak / 2 ** 20 == pytest.approx(
+        metrics["estimated_peak_mb"], abs=0.1)

@@ -70,7 +70,8 @@ def run_one(label: str, extra: list[str], seed: int, common_flags: list[str]) ->
         with open(floor_path) as f:
             floor = json.load(f)
     with open(metrics_path) as f:
-        result = {"label": label, "seed": seed, "flags": extra, **json.load(f)}
+        result = {"label": label, "seed": seed, "flags": extra, "model_dir": model_dir,
+                  **json.load(f)}
     if floor is not None:
         result["floor"] = floor
     if differences:

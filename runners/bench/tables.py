@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 
 
@@ -85,16 +86,27 @@ def speed_table(results: list[dict]) -> str:
 
 
 def large_table(results: list[dict]) -> str:
-    """Per model at a large shape: the build, the epochs, a full evaluation, memory, quality."""
+    """Per model at a large shape: the build, the epochs, a full evaluation, the measured peak
+    memory beside this version's estimate of it (``ibmrec_tf.memory``), quality."""
+    from ibmrec_tf import memory
+    from ibmrec_tf.config import read_configs
+
     lines = ["| model | build s (kNN included) | s/epoch | s/evaluation (users) | peak MB | "
-             "valid recall@20 | epochs |", "|" + "---|" * 7]
+             "estimated MB | valid recall@20 | epochs |", "|" + "---|" * 8]
+    loaded = {}
     for r in results:
+        estimate = float("nan")
+        if os.path.exists(os.path.join(r.get("model_dir", ""), "config.json")):
+            data_config = read_configs(r["model_dir"])[1]
+            if data_config not in loaded:
+                loaded[data_config] = data_config.load()
+            estimate = memory.estimate_run(r["model_dir"], loaded[data_config]).peak / 2 ** 20
         lines.append(
             f"| {r['label']} | {r.get('build_seconds', float('nan')):.1f} | "
             f"{r['seconds_per_epoch']:.1f} | {r['eval_seconds']:.1f} "
             f"({r['valid'].get('users_evaluated', '?')}) | "
-            f"{r.get('peak_rss_mb', float('nan')):.0f} | {r['valid']['recall@20']:.4f} | "
-            f"{len(r.get('epoch_seconds', []))} |")
+            f"{r.get('peak_rss_mb', float('nan')):.0f} | {estimate:.0f} | "
+            f"{r['valid']['recall@20']:.4f} | {len(r.get('epoch_seconds', []))} |")
     return "\n".join(lines)
 
 
