@@ -48,6 +48,9 @@ Studies:
   xla       the dense parts of a step (every item's projection, HSIC, BPR, a ranking block)
             as tf.functions and XLA-compiled (jit_compile=True), timed in this process at the
             data's shapes, and whether --model's whole step compiles
+  estimate  the peak-memory estimate (ibmrec_tf.memory) by part for the large study's models,
+            at --estimate_shape (a shape that need not exist, e.g. the full MicroLens set) or at
+            the data's; nothing is trained
   scaling   IBMRec on --fractions of the training interactions, one seed: seconds per epoch
             against the number of interactions
   distribution  LightGCN, VLATTICE and IBMRec on one replica and mirrored over every GPU (or
@@ -85,6 +88,7 @@ from absl import flags
 from runners import common
 from runners.bench import tables
 from runners.bench.evaluator_timing import eval_study, eval_table
+from runners.bench.estimate import estimate_study, estimate_table
 from runners.bench.floor import floor_table
 from runners.bench.knn_timing import knn_study, knn_table
 from runners.bench.xla_timing import xla_study, xla_table
@@ -95,7 +99,7 @@ from runners.bench.studies import TIMING_STUDIES, growth_data_dir, study_runs
 flags.DEFINE_enum("study", "models",
                   ["models", "backbones", "ablation", "noise", "sensitivity", "search", "speed",
                    "scaling", "eval", "precision", "distribution", "plugins", "plugin_speed",
-                   "large", "growth", "knn", "xla"],
+                   "large", "growth", "knn", "xla", "estimate"],
                   "Which study.")
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0 .. seeds-1).")
 flags.DEFINE_string("bench_dir", "runs/bench", "Where the runs and the tables go.")
@@ -125,6 +129,10 @@ flags.DEFINE_integer("jobs", 1, "Runs trained at once (quality studies; the timi
 flags.DEFINE_integer("eval_repeats", 3, "eval study: timed repeats (after one untimed).")
 flags.DEFINE_list("knn_sizes", ["0"], "knn study: catalog sizes (the first N items; 0: all).")
 flags.DEFINE_list("knn_nprobes", ["8", "32", "128"], "knn study: inverted lists searched.")
+flags.DEFINE_list("estimate_shape", [], "estimate study: USERS,ITEMS,INTERACTIONS of a shape to "
+                  "estimate (80% taken as training); empty: the data's.")
+flags.DEFINE_list("estimate_dims", ["image:4096", "text:384"], "estimate study with "
+                  "--estimate_shape: the modalities' dimensions.")
 flags.DEFINE_float("growth_scale", 1.0, "growth study: the largest sizes as this fraction of the "
                    "Elec shape's (1: Elec's users, items and interactions).", lower_bound=1e-4)
 flags.DEFINE_integer("distribution_replicas", 2, "distribution study: replicas on a machine "
@@ -143,18 +151,20 @@ def main(argv):
     own = {"study", "seeds", "bench_dir", "noise_dims", "noise_models", "model", "model_dir", "seed", "overwrite",
            "resume", "verbose", "speed_epochs", "fractions", "alphas", "betas", "sigma2s",
            "report_only", "eval_dims", "eval_batch_sizes", "eval_repeats", "variant", "jobs",
-           "only", "growth_scale", "knn_sizes", "knn_nprobes"}
+           "only", "growth_scale", "knn_sizes", "knn_nprobes", "estimate_shape",
+           "estimate_dims"}
     common_flags = [FLAGS[name].serialize() for name in common.recorded_flags()
                     if FLAGS[name].present and name not in own]
     results, failed = [], []
     seeds = 1 if FLAGS.study in TIMING_STUDIES else FLAGS.seeds
-    if FLAGS.study in ("eval", "knn", "xla"):
+    if FLAGS.study in ("eval", "knn", "xla", "estimate"):
         if FLAGS.report_only:
             raise common.UsageError(f"the {FLAGS.study} study keeps no runs to report; run it")
         if FLAGS.only:
             raise common.UsageError(f"--only selects runs of a training study; {FLAGS.study} "
                                     f"has none")
-        results = {"eval": eval_study, "knn": knn_study, "xla": xla_study}[FLAGS.study]()
+        results = {"eval": eval_study, "knn": knn_study, "xla": xla_study,
+                   "estimate": estimate_study}[FLAGS.study]()
     else:
         if FLAGS.study == "growth":
             try:
@@ -205,6 +215,7 @@ def main(argv):
                 "search": tables.search_table, "scaling": tables.scaling_table, "precision": tables.precision_table,
                 "distribution": tables.distribution_table,
                 "eval": eval_table, "knn": knn_table, "xla": xla_table,
+                "estimate": estimate_table,
                 "growth": lambda r: growth_table(r, FLAGS.growth_scale),
                 "large": lambda r: tables.large_table(r) + "\n\nThe floor, as in the speed study: "
                 "the products a step cannot avoid, timed alone just before each run.\n\n"

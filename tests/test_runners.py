@@ -441,3 +441,21 @@ def test_benchmark_xla_study_times_each_dense_part_both_ways(tmp_path):
     assert all(r["max_difference"] < 1e-3 for r in timed)  # the same values, compiled
     # The user-item propagation is a CSR product, which XLA has no kernel for.
     assert "SparseMatrixMatMul" in rows[-1]["outcome"] and "SparseMatrixMatMul" in proc.stdout
+
+
+def test_benchmark_estimate_study_gives_the_parts_at_a_shape_not_on_disk(tmp_path):
+    from ibmrec_tf.memory import Shapes, estimate_peak_memory
+    from ibmrec_tf.models import ModelConfig
+    from ibmrec_tf.training import TrainConfig
+
+    proc = run("benchmark", "--study=estimate", "--estimate_shape=34500000,1140000,1e9",
+               "--estimate_dims=image:4096", f"--bench_dir={tmp_path}")
+    rows = {r["label"]: r for r in json.loads((tmp_path / "estimate.json").read_text())["runs"]}
+    shapes = Shapes(34_500_000, 1_140_000, 800_000_000, 1_000_000_000, {"image": 4096})
+    assert rows["vlattice"]["peak"] == estimate_peak_memory("vlattice", shapes, ModelConfig(),
+                                                            TrainConfig()).peak
+    assert rows["lightgcn"]["parts"]["build"] == 0 < rows["freedom"]["parts"]["build"]
+    assert "| lightgcn |" in proc.stdout and "34,500,000 users" in proc.stdout
+    bad = run("benchmark", "--study=estimate", "--estimate_shape=1,2", f"--bench_dir={tmp_path}",
+              check=False)
+    assert bad.returncode == 2 and "--estimate_shape must be" in bad.stderr
