@@ -459,3 +459,21 @@ def test_benchmark_estimate_study_gives_the_parts_at_a_shape_not_on_disk(tmp_pat
     bad = run("benchmark", "--study=estimate", "--estimate_shape=1,2", f"--bench_dir={tmp_path}",
               check=False)
     assert bad.returncode == 2 and "--estimate_shape must be" in bad.stderr
+
+
+def test_benchmark_large_study_sets_the_estimate_beside_the_measured_peak(tmp_path):
+    from ibmrec_tf.memory import estimate_run
+
+    proc = run("benchmark", "--study=large", "--speed_epochs=1", "--dataset=synthetic",
+               "--embedding_dim=8", "--knn_k=5", "--only=lightgcn,ibmrec(freedom)",
+               f"--bench_dir={tmp_path}")
+    runs = {r["label"]: r for r in json.loads((tmp_path / "large.json").read_text())["runs"]}
+    assert set(runs) == {"lightgcn", "ibmrec(freedom)"}
+    for label, r in runs.items():
+        assert r["valid"]["users_evaluated"] == 1200 and r["build_seconds"] > 0
+        estimate = estimate_run(r["model_dir"]).peak / 2 ** 20
+        row = [line for line in proc.stdout.splitlines() if line.startswith(f"| {label} |")][0]
+        assert f"| {r['peak_rss_mb']:.0f} | {estimate:.0f} |" in row
+        assert os.path.isdir(os.path.join(r["model_dir"], "export", "1"))
+        assert r["floor"]["steps_per_epoch"] > 0
+    assert "Popularity (items ranked by training degree) on synthetic: valid recall@20" in proc.stdout

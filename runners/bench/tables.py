@@ -107,7 +107,20 @@ def large_table(results: list[dict]) -> str:
             f"({r['valid'].get('users_evaluated', '?')}) | "
             f"{r.get('peak_rss_mb', float('nan')):.0f} | {estimate:.0f} | "
             f"{r['valid']['recall@20']:.4f} | {len(r.get('epoch_seconds', []))} |")
+    for data in loaded.values():  # the baseline every model must beat
+        lines.append(f"\nPopularity (items ranked by training degree) on {data.name}: valid "
+                     f"recall@20 {_popularity_recall(data):.4f}")
     return "\n".join(lines)
+
+
+def _popularity_recall(data) -> float:
+    import numpy as np
+
+    from ibmrec_tf.evaluation import Evaluator
+
+    degree = np.bincount(data.train[:, 1], minlength=data.num_items).astype(np.float32)
+    return Evaluator(data, "valid", ks=(20,)).evaluate(
+        np.ones((data.num_users, 1), np.float32), degree[:, None])["recall@20"]
 
 
 def distribution_table(results: list[dict]) -> str:
