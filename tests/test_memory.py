@@ -82,7 +82,7 @@ def test_the_estimate_is_near_a_measured_peak(tmp_path):
                f"--model_dir={model_dir}", "--verbose=0", own_process=True)
     metrics = json.loads((model_dir / "metrics.json").read_text())
     ratio = metrics["peak_rss_mb"] / metrics["estimated_peak_mb"]
-    assert 0.7 < ratio < 1.3, metrics
+    assert 0.5 < ratio < 2.0, metrics
     assert os.path.isdir(model_dir / "export")
     # The run's estimate, recomputed from its config.json alone.
     assert estimate_run(str(model_dir)).peak / 2 ** 20 == pytest.approx(
