@@ -165,16 +165,17 @@ def available_bytes() -> int | None:
 
 def _lowered(model, shapes, model_config, train_config, estimate) -> list[str]:
     """The settings that lower the estimate most, each as ``--flag=value (-x.x GiB)``."""
+    structure = _structure(model, model_config)
     options = []
     if train_config.eval_batch_size > 64:
         options.append(("eval_batch_size", train_config.eval_batch_size // 2, None))
     if train_config.batch_size > 256:
         options.append(("batch_size", train_config.batch_size // 2, None))
-    if _structure(model, model_config)["item_item"] and model_config.knn_k > 2:
+    if structure["item_item"] and model_config.knn_k > 2:
         options.append(("knn_k", model_config.knn_k // 2, None))
     if model_config.embedding_dim > 16:
         options.append(("embedding_dim", model_config.embedding_dim // 2, None))
-    if len(shapes.modality_dims) > 1 and _structure(model, model_config)["multimodal"]:
+    if len(shapes.modality_dims) > 1 and structure["multimodal"]:
         largest = max(shapes.modality_dims, key=shapes.modality_dims.get)
         rest = {m: v for m, v in shapes.modality_dims.items() if m != largest}
         options.append(("modalities", ",".join(rest), dataclasses.replace(shapes,
