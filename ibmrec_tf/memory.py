@@ -139,6 +139,27 @@ def estimate_peak_memory(model: str, shapes: Shapes, model_config: ModelConfig,
     return MemoryEstimate(parts)
 
 
+def peak_rss_bytes() -> int:
+    """This process's own peak resident set: ``VmHWM`` of ``/proc/self/status``.
+
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` is not used where ``/proc`` exists: on Linux it is
+    carried across ``fork`` and ``exec``, so a run started by a large process (a test worker, a
+    notebook) would report its parent's peak. Elsewhere it is the fallback (kilobytes on Linux,
+    bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
 def available_bytes() -> int | None:
     """What this process may still use: the memory the kernel calls available plus this
     process's resident set (already counted by the estimate), capped by a cgroup limit; None

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import resource
 import shutil
 import tempfile
 import time
@@ -148,7 +147,7 @@ def run(*, model: str, data: Dataset | DataConfig, model_dir: str,
         "valid": result.valid, "test": result.test,
         "epoch_seconds": [round(t, 3) for t in trainer.state["train_seconds"]],
         "train_interactions": int(len(dataset.train)),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(memory.peak_rss_bytes() / 2 ** 20, 1),
         "device": device_name(),
         "notes": list(dataset.notes)}
     write_json(os.path.join(model_dir, "metrics.json"), metrics)
