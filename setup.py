@@ -27,10 +27,12 @@ setup(
         # the features and serving extras' packages are in the test extra too, so CI tests them
         "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "keras-hub>=0.32,<0.33",
                  "tensorflow-text==2.21.*", "scikit-learn>=1.4",
-                 "tensorflow-serving-api>=2.21,<2.22", "faiss-cpu>=1.8"],
+                 "tensorflow-serving-api>=2.21,<2.22", "faiss-cpu>=1.8", "optuna>=4.9,<6"],
         "plots": ["matplotlib>=3.8"],
         # --knn_method=ivf: approximate kNN item-item graphs
         "knn": ["faiss-cpu>=1.8"],
+        # runners.benchmark --study=tune: the seeded hyper-parameter search
+        "tune": ["optuna>=4.9,<6"],
         # runners.extract_features: KerasHub text encoders (and tensorflow-text, their
         # tokenizers, pinned to TensorFlow's minor version), TF-IDF with scikit-learn
         "features": ["keras-hub>=0.32,<0.33", "tensorflow-text==2.21.*", "scikit-learn>=1.4"],

@@ -16,7 +16,10 @@ Each epoch it
    model's weights at the best epoch. Variables are matched by their object path
    (``model/backbone/user_embedding``, ``optimizers/main/adam.vlattice_P_momentum``), never by
    creation order. A killed run restarted with ``resume=True`` continues after the last
-   completed epoch and ends exactly where the uninterrupted run ends.
+   completed epoch and ends exactly where the uninterrupted run ends;
+5. writes ``history.json``: every completed epoch's seconds, mean loss terms and validation
+   metrics, replaced whole (never half-written), for whatever watches the run while it trains
+   (the tuner's pruner reads it).
 
 At the end the best weights are restored and evaluated once on validation and once on test.
 """
@@ -47,6 +50,8 @@ logger = logging.getLogger("ibmrec_tf")
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
 BEST = "best"
+#: the per-epoch curve, rewritten after every epoch (see the module docstring)
+HISTORY_FILE = "history.json"
 _OLD_FORMAT = ("latest.npz", "best.npz")
 #: Slots of the device-side sums of an epoch's scalar loss terms (more terms are an error).
 TERM_SLOTS = 64
@@ -419,6 +424,8 @@ class Trainer:
             for w in self.writers.values():
                 w.flush()
             self._save(best=improved)
+            if self.write_logs:  # the curve so far, for a watcher (the tuner's pruner, a user)
+                write_json(os.path.join(self.model_dir, HISTORY_FILE), s["history"])
             stopped_early = s["wait"] >= cfg.patience
             self.echo(f"epoch {epoch:4d}  loss {train_losses.get('loss', float('nan')):.4f}  "
                       f"valid {cfg.select_metric} {value:.4f}  ndcg@20 {valid.get('ndcg@20', 0):.4f}"

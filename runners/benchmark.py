@@ -51,6 +51,11 @@ Studies:
   estimate  the peak-memory estimate (ibmrec_tf.memory) by part for the large study's models,
             at --estimate_shape (a shape that need not exist, e.g. the full MicroLens set) or at
             the data's; nothing is trained
+  tune      a seeded search (Optuna TPE, median pruning on the validation curve, stored in
+            <bench_dir>/tune.sqlite3 so that it resumes) over --model's search space for
+            --trials trials, maximizing validation --select_metric; then the --tune_top best
+            points on --seeds new seeds, with validation and test means (pip install -e
+            ".[tune]")
   scaling   IBMRec on --fractions of the training interactions, one seed: seconds per epoch
             against the number of interactions
   distribution  LightGCN, VLATTICE and IBMRec on one replica and mirrored over every GPU (or
@@ -92,6 +97,7 @@ from runners.bench.estimate import estimate_study, estimate_table
 from runners.bench.floor import floor_table
 from runners.bench.knn_timing import knn_study, knn_table
 from runners.bench.xla_timing import xla_study, xla_table
+from runners.bench.tune import tune_study, tune_table
 from runners.bench.runs import run_one
 from runners.bench.growth import check_scale, ensure_growth_data, growth_table
 from runners.bench.studies import TIMING_STUDIES, growth_data_dir, study_runs
@@ -99,7 +105,7 @@ from runners.bench.studies import TIMING_STUDIES, growth_data_dir, study_runs
 flags.DEFINE_enum("study", "models",
                   ["models", "backbones", "ablation", "noise", "sensitivity", "search", "speed",
                    "scaling", "eval", "precision", "distribution", "plugins", "plugin_speed",
-                   "large", "growth", "knn", "xla", "estimate"],
+                   "large", "growth", "knn", "xla", "estimate", "tune"],
                   "Which study.")
 flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0 .. seeds-1).")
 flags.DEFINE_string("bench_dir", "runs/bench", "Where the runs and the tables go.")
@@ -152,12 +158,17 @@ def main(argv):
            "resume", "verbose", "speed_epochs", "fractions", "alphas", "betas", "sigma2s",
            "report_only", "eval_dims", "eval_batch_sizes", "eval_repeats", "variant", "jobs",
            "only", "growth_scale", "knn_sizes", "knn_nprobes", "estimate_shape",
-           "estimate_dims"}
+           "estimate_dims", "trials", "tune_params", "tune_top", "tune_warmup_epochs"}
     common_flags = [FLAGS[name].serialize() for name in common.recorded_flags()
                     if FLAGS[name].present and name not in own]
     results, failed = [], []
     seeds = 1 if FLAGS.study in TIMING_STUDIES else FLAGS.seeds
-    if FLAGS.study in ("eval", "knn", "xla", "estimate"):
+    if FLAGS.study == "tune":
+        if FLAGS.only:
+            raise common.UsageError("--only selects runs of a fixed study; the tune study's "
+                                    "runs are its trials")
+        results = tune_study(common_flags)
+    elif FLAGS.study in ("eval", "knn", "xla", "estimate"):
         if FLAGS.report_only:
             raise common.UsageError(f"the {FLAGS.study} study keeps no runs to report; run it")
         if FLAGS.only:
@@ -215,7 +226,7 @@ def main(argv):
                 "search": tables.search_table, "scaling": tables.scaling_table, "precision": tables.precision_table,
                 "distribution": tables.distribution_table,
                 "eval": eval_table, "knn": knn_table, "xla": xla_table,
-                "estimate": estimate_table,
+                "estimate": estimate_table, "tune": tune_table,
                 "growth": lambda r: growth_table(r, FLAGS.growth_scale),
                 "large": lambda r: tables.large_table(r) + "\n\nThe floor, as in the speed study: "
                 "the products a step cannot avoid, timed alone just before each run.\n\n"

@@ -38,6 +38,17 @@ class Recommender(keras.Model):
         """The settings (``ModelConfig`` field names) this model reads under ``config``."""
         return frozenset(cls.SETTINGS)
 
+    @classmethod
+    def search_space(cls, config: ModelConfig) -> dict:
+        """What a hyper-parameter search varies for this model: the learning rate and every
+        setting it reads under ``config`` that :data:`ibmrec_tf.tuning.RANGES` has a range
+        for (``{field: Range | Choice}``). A model may override it to narrow or widen its own."""
+        from ibmrec_tf import tuning
+
+        read = cls.settings_read(config)
+        return {name: tuning.RANGES[name]
+                for name in (*tuning.TRAINING, *sorted(read)) if name in tuning.RANGES}
+
     def __init__(self, num_users: int, num_items: int, config: ModelConfig, *, seed: int = 0,
                  seeds: "StepSeeds | None" = None, **kwargs):
         """``seed``: the seed of the model's stateless samples (edge masks, projection noise,
