@@ -218,6 +218,8 @@ def tune_table(results: list[dict]) -> str:
              f"| trial | state | epochs | valid {metric} | settings |", "|---|---|---|---|---|"]
     for t in trials:
         value = "" if t["value"] is None else f"{t['value']:.4f}"
+        if value and t["state"] == "PRUNED":  # Optuna keeps the last reported value
+            value = f"({value} when pruned)"
         lines.append(f"| {t['number']} | {t['state'].lower()} | {t['epochs']} | {value} | "
                      f"{_params(t['params'])} |")
     confirm = [r for r in results if r["kind"] == "confirm"]
