@@ -55,8 +55,9 @@ MRDIB_GRID = (1e-4, 1e-3, 5e-3, 1e-2, 5e-2)
 
 #: The ranges a search may vary, by ``ModelConfig`` / ``TrainConfig`` field
 RANGES: dict[str, Range | Choice] = {
-    "learning_rate": Range(1e-4, 1e-2, log=True),
-    "reg_weight": Range(1e-6, 1e-2, log=True),
+    "learning_rate": Range(1e-4, 3e-2, log=True),
+    "reg_weight": Range(1e-6, 1e-1, log=True),
+    "init_stddev": Range(3e-3, 1e-1, log=True),
     "n_layers": Range(1, 4, integer=True),
     "item_layers": Range(1, 3, integer=True),
     "knn_k": Choice((5, 10, 20)),

@@ -65,10 +65,10 @@ def _optuna():
 
 
 def study_name(common_flags: list[str], space: dict) -> str:
-    """The model, and a hash of the searched settings and the shared flags: another flagfile
-    or space is another study."""
-    text = json.dumps({"model": FLAGS.model, "space": sorted(space), "flags": sorted(common_flags),
-                       "seed": FLAGS.seed}, sort_keys=True)
+    """The model, and a hash of the searched settings with their ranges and the shared flags:
+    another flagfile or space is another study."""
+    text = json.dumps({"model": FLAGS.model, "space": {k: repr(v) for k, v in space.items()},
+                       "flags": sorted(common_flags), "seed": FLAGS.seed}, sort_keys=True)
     return f"{FLAGS.model}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
