@@ -59,7 +59,7 @@ def test_a_point_is_drawn_written_and_named():
     space = tuning.search_space("ibmrec", ModelConfig())
     point = tuning.suggest(optuna.trial.FixedTrial(
         {"learning_rate": 0.00123456, "alpha": 0.3, "beta": 2.0, "tau": 0.2, "n_layers": 3,
-         "item_layers": 1, "knn_k": 20, "reg_weight": 1e-4}), space)
+         "item_layers": 1, "knn_k": 20, "reg_weight": 1e-4, "init_stddev": 0.01}), space)
     assert list(point) == list(space)
     flags = tuning.as_flags(point)
     assert "--learning_rate=0.001235" in flags and "--knn_k=20" in flags
@@ -98,7 +98,7 @@ class PrunedAfterTwo(optuna.trial.FixedTrial):
     def set_user_attr(self, key, value):
         pass
 
-trial = PrunedAfterTwo({"learning_rate": 1e-3, "n_layers": 1, "reg_weight": 1e-4})
+trial = PrunedAfterTwo({"learning_rate": 1e-3, "n_layers": 1, "reg_weight": 1e-4, "init_stddev": 0.01})
 space = tune._space()
 try:
     tune._trial_run(trial, optuna, "prune-test", [], space)
