@@ -37,6 +37,7 @@ import warnings
 from absl import flags
 
 from ibmrec_tf import tuning
+from ibmrec_tf.training import HISTORY_FILE
 from runners import common
 from runners.bench.runs import flag_differences, run_one, settings_for
 
@@ -81,7 +82,7 @@ def _space() -> dict:
 
 def _history(model_dir: str) -> list[dict]:
     try:
-        with open(os.path.join(model_dir, "history.json")) as f:
+        with open(os.path.join(model_dir, HISTORY_FILE)) as f:
             return json.load(f)
     except (OSError, ValueError):  # not written yet
         return []
