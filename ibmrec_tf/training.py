@@ -251,8 +251,11 @@ class Trainer:
         path = tf.train.latest_checkpoint(os.path.join(self.restore_dir, LATEST))
         if path is None:
             return False
+        # The save counter is made before the read, so the read restores it now. Made later
+        # (by the first save), it would be restored then, from ``path``: a non-chief worker's
+        # path is the chief's checkpoint, which the chief may have replaced by then.
+        _ = self.latest.checkpoint.save_counter
         status = self.latest.checkpoint.read(path)
-        status.expect_partial()  # the manager's own save counter is not needed
         try:
             status.assert_existing_objects_matched()
         except AssertionError as e:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -195,3 +196,21 @@ def test_profile_steps_write_a_tensorboard_profile(small, tmp_path):
     for bad in ((3, 2), (0, 1), (1, 2, 3)):
         with pytest.raises(ConfigError, match="profile_steps"):
             TrainConfig(profile_steps=bad)
+
+
+def test_a_resume_from_another_dir_outlives_that_dir(small, tmp_path):
+    """A non-chief worker resumes from the chief's checkpoints, which the chief then replaces.
+    Everything the resumed state needs is read at resume time, so a later save in the worker's
+    own directory does not go back to the chief's (by then deleted) files."""
+    _trainer(small, tmp_path / "chief", "bprmf", 2).fit()
+    keras.utils.set_random_seed(7)
+    model = build_model("bprmf", small, without_unread("bprmf", ModelConfig(embedding_dim=8)))
+    worker = Trainer(model, small, TrainConfig(epochs=3, batch_size=128, learning_rate=5e-3,
+                                               patience=50, seed=3, verbose=0),
+                     str(tmp_path / "worker"), restore_dir=str(tmp_path / "chief" / "checkpoints"),
+                     write_logs=False)
+    assert worker.resume()
+
+    shutil.rmtree(tmp_path / "chief")
+    result = worker.fit(resume=False)
+    assert result.epochs_run == 3 and checkpointed_epoch(str(tmp_path / "worker")) == 3
