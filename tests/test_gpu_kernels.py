@@ -82,8 +82,7 @@ def test_the_evaluator_and_the_saved_model_have_gpu_kernels(tmp_path, num_items,
                           modality_dims={"image": 12})
     evaluator = Evaluator(data, "valid", ks=ks)
     assert (evaluator._padding is not None) == (num_items == 300)  # both ranking paths
-    users, items = tf.zeros([data.num_users, 8]), tf.zeros(
-        [num_items + (evaluator._padding or 0), 8])
+    users, items = tf.zeros([data.num_users, 8]), evaluator._padded_items(tf.zeros([num_items, 8]))
     ids, mask = evaluator._batches[0]
     assert host_only_ops(evaluator._batch_top_k.get_concrete_function(users, items, ids, mask)) == []
 
