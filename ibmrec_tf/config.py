@@ -185,6 +185,10 @@ class ModelConfig(Config):
                                     "affine map.", check=non_negative)
     projection_activation: str = option("leaky_relu", "Activation of the projection's hidden "
                                         "layers (any Keras activation name).")
+    projection_stddev: float = option(0.0, "Std of the normal initializer of the projection's "
+                                      "output kernel: the scale of each Z^k at the start (the "
+                                      "features have unit mean norm); 0 = --init_stddev, the "
+                                      "scale of the ID embeddings.", check=non_negative)
     straightforward: bool = option(
         False, "Train with the straightforward formulation: every item projected each step even "
         "where only the batch's items are used (VBPR, IBMRec without GIB) or where the raw "
@@ -204,14 +208,19 @@ class ModelConfig(Config):
     freedom_modality_bpr: float = option(1e-4, "FREEDOM: weight of each modality's own BPR term, "
                                          "which trains its projection (the paper's lambda; grid "
                                          "0, 1e-5, 1e-4, 1e-3).", check=non_negative)
+    mgcn_cl_weight: float = option(1e-2, "MGCN: weight of its two InfoNCE terms between the "
+                                   "side and the user-item view (the public grid: 1e-3, 1e-2, "
+                                   "1e-1).", check=non_negative)
+    mgcn_temperature: float = option(0.2, "MGCN: temperature of its InfoNCE terms.",
+                                     check=positive)
     backbone: str = option("vlattice", "The backbone of --model=ibmrec, mrdib and ibmrec_mrdib.",
-                           choices=("vbpr", "vlightgcn", "lattice", "vlattice", "freedom"))
+                           choices=("vbpr", "vlightgcn", "lattice", "vlattice", "freedom", "mgcn"))
     fib: bool | None = option(None, "IBMRec: feature-level information bottleneck "
                               "(alpha * HSIC(Z, M)); default: wherever the backbone supports it "
-                              "(vbpr, vlightgcn, vlattice, freedom).")
+                              "(vbpr, vlightgcn, vlattice, freedom, mgcn).")
     gib: bool | None = option(None, "IBMRec: graph-level information bottleneck "
                               "(beta * HSIC(Y', Y)); default: wherever the backbone supports it "
-                              "(lattice, vlattice, freedom).")
+                              "(lattice, vlattice, freedom, mgcn).")
     second_stage: bool | None = option(None, "IBMRec: the second update, InfoNCE(c_a, z_i) on C "
                                        "and Z; default: wherever the backbone has C (vbpr, "
                                        "vlightgcn, vlattice).")

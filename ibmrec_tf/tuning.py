@@ -66,6 +66,7 @@ RANGES: dict[str, Range | Choice] = {
     "tau": Range(0.05, 1.0, log=True),
     "freedom_dropout": Range(0.5, 0.9),
     "freedom_modality_bpr": Range(1e-5, 1e-2, log=True),
+    "mgcn_cl_weight": Range(1e-4, 1e-1, log=True),
     "mrdib_kl_weight": Choice(MRDIB_GRID),
     "mrdib_unique_weight": Choice(MRDIB_GRID),
     "mrdib_redundancy_weight": Choice(MRDIB_GRID),

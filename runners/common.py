@@ -43,7 +43,7 @@ from runners.cli import (STARTUP_NOISE, UsageError, has_nvidia_device,  # noqa: 
 
 FLAGS = flags.FLAGS
 
-MODEL_NAMES = ["bprmf", "lightgcn", "vbpr", "vlightgcn", "lattice", "vlattice", "freedom",
+MODEL_NAMES = ["bprmf", "lightgcn", "vbpr", "vlightgcn", "lattice", "vlattice", "freedom", "mgcn",
                "ibmrec", "mrdib", "ibmrec_mrdib"]
 
 #: Every flag defined here, in order: the flags a run records in ``flags.cfg`` (and compares

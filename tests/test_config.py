@@ -154,7 +154,7 @@ def test_every_setting_is_read_by_some_model_and_the_reads_are_fields():
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     read = set()
     for name, backbone, estimator, knn in itertools.product(
-            MODELS, ("vbpr", "vlightgcn", "lattice", "vlattice", "freedom"), ("dv", "hsic"),
+            MODELS, ("vbpr", "vlightgcn", "lattice", "vlattice", "freedom", "mgcn"), ("dv", "hsic"),
             ("exact", "ivf")):
         got = settings_read(name, ModelConfig(backbone=backbone, knn_method=knn,
                                               mrdib_redundancy_estimator=estimator))

@@ -27,12 +27,13 @@ def _env(**extra):
 # runs on IBMRec(VLATTICE), whose loss has per-triplet and batch-level terms and whose
 # projection is sharded, which covers what LightGCN and VLATTICE alone would check with SGD.
 CASES = "lightgcn:adam,vlattice:adam,ibmrec:adam,ibmrec:sgd"
+# MGCN: its InfoNCE terms over the whole batch (each replica's share of a global term).
 # Both denoisers on VLATTICE (MRdIB's noise, critic tape and critic optimizer), mirrored only,
 # on the updates (`python -m tests.distributed_runs --cases=ibmrec_mrdib:adam --epochs=2` also
 # gives equal metrics after 2 epochs, at 34 s more than the suite should spend). With SGD the
 # critic's update, a difference of two nearly equal averages, is 1.2e-5 off in relative terms
 # (rounding in the replicas' summation order); Adam normalizes it.
-MIRRORED_CASES = CASES + ",ibmrec_mrdib:adam:updates"
+MIRRORED_CASES = CASES + ",ibmrec_mrdib:adam:updates,mgcn:adam:updates"
 
 
 def _check_equal_to_one_replica(results, *, placed_per_device, cases=CASES):
@@ -43,7 +44,8 @@ def _check_equal_to_one_replica(results, *, placed_per_device, cases=CASES):
     for r in results:
         assert r["replicas"] == 2
         # The LATTICE-based models project every item each step: each replica projects its share.
-        assert r.get("projection_sharded", False) == r["case"].startswith(("vlattice", "ibmrec"))
+        assert r.get("projection_sharded", False) == r["case"].startswith(
+            ("vlattice", "ibmrec", "mgcn"))
         if placed_per_device:
             assert len(r["graph_devices"]) == 2 and r["graph_devices"][1].endswith("CPU:1"), r
         assert r["largest_update"] > 0, r["case"]

@@ -103,6 +103,7 @@ ALL_MODELS = [("bprmf", {}), ("lightgcn", {}), ("vbpr", {}), ("vlightgcn", {}), 
     ("ibmrec", {"backbone": b}) for b in ("vbpr", "vlightgcn", "lattice", "vlattice")] + [
     ("ibmrec", {"backbone": "vlattice", "projection_layers": 1})] + [
     ("freedom", {}), ("ibmrec", {"backbone": "freedom"}),
+    ("mgcn", {}), ("ibmrec_mrdib", {"backbone": "mgcn"}),
     ("mrdib", {"backbone": "vbpr"}), ("mrdib", {"backbone": "lattice", "mrdib_fusion_mlp": True}),
     ("ibmrec_mrdib", {"backbone": "vlattice", "mrdib_fusion_mlp": True})]
 

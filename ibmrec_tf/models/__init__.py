@@ -10,6 +10,7 @@ from ibmrec_tf.models.base import ForwardResult, ModelConfig, Recommender, StepS
 from ibmrec_tf.models.cf import BPRMF, LightGCN
 from ibmrec_tf.models.denoised import IBMRec, IBMRecMRdIB, MRdIB, DenoisedRecommender
 from ibmrec_tf.models.freedom import FREEDOM
+from ibmrec_tf.models.mgcn import MGCN
 from ibmrec_tf.models.multimodal import (LATTICE, VBPR, VLATTICE, VLightGCN, BackboneOptions,
                                          ForwardInputs, MultimodalRecommender)
 from ibmrec_tf.models.parts import Denoiser, OwnUpdate, StepContext
@@ -22,6 +23,7 @@ MODELS = {
     "lattice": LATTICE,
     "vlattice": VLATTICE,
     "freedom": FREEDOM,
+    "mgcn": MGCN,
     "ibmrec": IBMRec,
     "mrdib": MRdIB,
     "ibmrec_mrdib": IBMRecMRdIB,
@@ -87,6 +89,6 @@ def build_model(name: str, dataset: Dataset, config: ModelConfig, *, seed: int =
 
 __all__ = ["MODELS", "build_model", "check_settings", "settings_read",
            "without_unread", "ModelConfig", "Recommender", "BPRMF", "LightGCN", "VBPR",
-           "VLightGCN", "LATTICE", "VLATTICE", "FREEDOM", "IBMRec", "MRdIB", "IBMRecMRdIB",
+           "VLightGCN", "LATTICE", "VLATTICE", "FREEDOM", "MGCN", "IBMRec", "MRdIB", "IBMRecMRdIB",
            "DenoisedRecommender", "MultimodalRecommender", "Denoiser", "OwnUpdate", "StepContext",
            "ForwardResult", "ForwardInputs", "BackboneOptions", "StepSeeds", "Terms"]

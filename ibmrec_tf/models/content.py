@@ -34,7 +34,7 @@ class ItemContent(keras.layers.Layer):
     Args:
       dataset: the data (its ``features`` per modality).
       config: the model's settings (``embedding_dim``, ``projection_layers``,
-        ``projection_activation``, ``init_stddev``, ``precision``, ``straightforward``).
+        ``projection_activation``, ``projection_stddev``, ``init_stddev``, ``precision``, ``straightforward``).
       projection: whether to build the projection (else only the raw features are held).
       stochastic: a Gaussian projection, sampled in training.
       fusion_mlp: the residual fusion MLP over the concatenated modalities.
@@ -72,7 +72,8 @@ class ItemContent(keras.layers.Layer):
             self.projection = ModalityProjection(
                 input_dims=[f.shape[1] for f in raw], output_dim=d,
                 hidden_layers=config.projection_layers, activation=config.projection_activation,
-                output_stddev=config.init_stddev, fast_gradient=not config.straightforward,
+                output_stddev=config.projection_stddev or config.init_stddev,
+                fast_gradient=not config.straightforward,
                 dtype=config.precision, name="projection")
             self.projection.build()
         self.projection_scale = None

@@ -1,7 +1,7 @@
 """Denoisers as plug-ins on the multimodal backbones: IBMRec, MRdIB, and both together.
 
 One model, :class:`DenoisedRecommender`, wraps a backbone (``config.backbone``: VBPR,
-VLightGCN, LATTICE, VLATTICE or FREEDOM) and the denoisers named by its class:
+VLightGCN, LATTICE, VLATTICE, FREEDOM or MGCN) and the denoisers named by its class:
 
 | model (``--model``) | denoisers |
 |---|---|
@@ -43,12 +43,13 @@ from ibmrec_tf.data import Dataset
 from ibmrec_tf.models.base import ModelConfig, Recommender, Terms
 from ibmrec_tf.models.freedom import FREEDOM
 from ibmrec_tf.models.ibmrec import IBMRecDenoiser
+from ibmrec_tf.models.mgcn import MGCN
 from ibmrec_tf.models.mrdib import MRdIBDenoiser
 from ibmrec_tf.models.multimodal import BACKBONES as _MULTIMODAL
 from ibmrec_tf.models.multimodal import BackboneOptions, ForwardInputs
 from ibmrec_tf.models.parts import Denoiser, OwnUpdate, StepContext
 
-BACKBONES = {**_MULTIMODAL, "freedom": FREEDOM}
+BACKBONES = {**_MULTIMODAL, "freedom": FREEDOM, "mgcn": MGCN}
 #: the denoisers a model may name by key in :attr:`DenoisedRecommender.denoisers`
 DENOISERS = {"ibmrec": IBMRecDenoiser, "mrdib": MRdIBDenoiser}
 #: offset of the HSIC sample's seed among a step's stateless samples (a prime, as the others)
@@ -211,7 +212,7 @@ class DenoisedRecommender(Recommender):
             items, pos_rows, neg_rows = self.hsic_sample(items, pos_rows, neg_rows)
         out, inputs = self._forward(users, items, training)
         terms = Terms(share)
-        self.backbone.add_terms(terms, out, pos_rows, neg_rows)
+        self.backbone.add_terms(terms, out, pos_rows, neg_rows, batch)
         hsic_rows = (tf.shape(items)[0] if self.config.hsic_items <= 0 else
                      tf.minimum(tf.shape(items)[0], self.config.hsic_items))
         step = StepContext(batch=batch, share=share, users=users, items=items,

@@ -132,7 +132,7 @@ class FREEDOM(MultimodalRecommender):
             return self.pruned_graph
         return self.ui_graph
 
-    def add_own_terms(self, terms, out, pos_rows, neg_rows) -> None:
+    def add_own_terms(self, terms, out, pos_rows, neg_rows, batch=None) -> None:
         """``freedom_modality_bpr * sum_k BPR(<x_a, z^k_pos>, <x_a, z^k_neg>)`` over the share."""
         for name, z in zip(self.modalities, out.z_items):
             terms.per_triplet(f"modality_bpr/{name}", losses.bpr_on_rows(

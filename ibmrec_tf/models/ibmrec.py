@@ -20,8 +20,8 @@ the keep decision. (The symmetric normalization makes the graph invariant to sca
 edges alike, so only the relative keep probabilities matter.)
 
 Which terms apply follows the backbone (Section 5.3.1): FIB needs modality projections
-(VBPR, VLightGCN, VLATTICE, FREEDOM); GIB needs the item-item graph (LATTICE, VLATTICE,
-FREEDOM); the second update needs the user content embeddings ``C`` (VBPR, VLightGCN,
+(VBPR, VLightGCN, VLATTICE, FREEDOM, MGCN); GIB needs the item-item graph (LATTICE, VLATTICE,
+FREEDOM, MGCN; on MGCN each modality's own kNN graph, :mod:`ibmrec_tf.models.mgcn`); the second update needs the user content embeddings ``C`` (VBPR, VLightGCN,
 VLATTICE).
 
 On FREEDOM (:mod:`ibmrec_tf.models.freedom`): FIB ties each modality projection (which
@@ -84,9 +84,9 @@ def terms_used(config, backbone) -> dict[str, bool]:
     explicit ``True`` where unsupported is a ``ValueError``."""
     name = config.backbone
     return {"fib": _resolve(config.fib, backbone.projects_modalities(), "FIB", name,
-                            "modality projections (vbpr, vlightgcn, vlattice, freedom)"),
+                            "modality projections (vbpr, vlightgcn, vlattice, freedom, mgcn)"),
             "gib": _resolve(config.gib, backbone.item_item_graph, "GIB", name,
-                            "an item-item graph (lattice, vlattice, freedom)"),
+                            "an item-item graph (lattice, vlattice, freedom, mgcn)"),
             "second_stage": _resolve(config.second_stage, backbone.content, "the second stage",
                                      name, "user content embeddings C (vbpr, vlightgcn, vlattice)")}
 

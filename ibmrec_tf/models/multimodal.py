@@ -151,7 +151,7 @@ class MultimodalRecommender(PropagatedRawFeatures, Recommender):
         user-item graph's layers and the item-item graph's neighbours and layers."""
         read = set(super().settings_read(config)) | {"straightforward"}
         if cls.projects_modalities() if projection is None else projection:
-            read |= {"projection_layers", "projection_activation"}
+            read |= {"projection_layers", "projection_activation", "projection_stddev"}
         if cls.user_item_graph:
             read.add("n_layers")
         if cls.item_item_graph:
@@ -315,13 +315,17 @@ class MultimodalRecommender(PropagatedRawFeatures, Recommender):
             items, base = items[:first], base[:first]
         return self.item_graph.item_term(out.item_ego_all, base, items, edge_scale)
 
-    def add_own_terms(self, terms: Terms, out: ForwardResult, pos_rows, neg_rows) -> None:
-        """The backbone's own terms besides BPR and L2 (none here; FREEDOM has some)."""
+    def add_own_terms(self, terms: Terms, out: ForwardResult, pos_rows, neg_rows,
+                      batch=None) -> None:
+        """The backbone's own terms besides BPR and L2 (none here; FREEDOM and MGCN have
+        some). ``batch``: the whole (global) batch, for terms defined over all of it."""
 
-    def add_terms(self, terms: Terms, out: ForwardResult, pos_rows, neg_rows) -> None:
-        """BPR, L2 and the backbone's own terms; the learned modality weights are reported."""
+    def add_terms(self, terms: Terms, out: ForwardResult, pos_rows, neg_rows,
+                  batch=None) -> None:
+        """BPR, L2 and the backbone's own terms; the learned modality weights are reported.
+        ``batch``: the whole (global) batch (``pos_rows`` / ``neg_rows`` are this replica's)."""
         self.add_bpr_terms(terms, out, pos_rows, neg_rows)
-        self.add_own_terms(terms, out, pos_rows, neg_rows)
+        self.add_own_terms(terms, out, pos_rows, neg_rows, batch)
         if self.item_item_graph and self.learned_fusion:
             weights = self.modality_weights()
             for k, name in enumerate(self.modalities):
@@ -331,7 +335,7 @@ class MultimodalRecommender(PropagatedRawFeatures, Recommender):
         share, users, items, pos_rows, neg_rows = self.replica_batch(batch)
         out = self.forward(users=users, items=items, training=training)
         terms = Terms(share)
-        self.add_terms(terms, out, pos_rows, neg_rows)
+        self.add_terms(terms, out, pos_rows, neg_rows, batch)
         return terms.as_dict()
 
 

@@ -8,7 +8,7 @@ import time
 from runners import common
 
 CONTENT_MODELS = ("vbpr", "vlightgcn", "vlattice")
-GRAPH_MODELS = ("lightgcn", "vlightgcn", "lattice", "vlattice", "freedom")
+GRAPH_MODELS = ("lightgcn", "vlightgcn", "lattice", "vlattice", "freedom", "mgcn")
 
 
 DENOISED_MODELS = ("ibmrec", "mrdib", "ibmrec_mrdib")
@@ -18,12 +18,13 @@ def floor_parts(model: str, backbone: str, straightforward: bool) -> tuple[bool,
     """``(content, user-item graph, projects every item each step)`` of a model configuration."""
     name = backbone if model in DENOISED_MODELS else model
     content = name in CONTENT_MODELS
-    item_item = name in ("lattice", "vlattice", "freedom")
+    item_item = name in ("lattice", "vlattice", "freedom", "mgcn")
     # Every item's Z each step: the LATTICE-based models with content, IBMRec with GIB (its
     # masker reads every item's Z), MRdIB on a propagating content backbone (sampled Z cannot
     # be propagated from the raw features), or any content model in the straightforward
-    # formulation.
+    # formulation; MGCN, whose purifier gates every item's ID embedding by its Z.
     all_items = ((item_item and (content or model in ("ibmrec", "ibmrec_mrdib")))
+                 or name == "mgcn"
                  or (content and straightforward)
                  or (content and name != "vbpr" and model in ("mrdib", "ibmrec_mrdib")))
     return content, name in GRAPH_MODELS, all_items
@@ -36,7 +37,8 @@ def step_floor(data, model: str, extra: list[str], repeats: int = 5) -> dict[str
     * the user-item propagation: ``n_layers`` CSR products forward and as many backward, at the
       width the model propagates (``d`` for ID embeddings, ``d (1 + K)`` with K modalities);
     * for models that project every item each step: each modality's ``M W`` over all items and
-      its kernel gradient ``(dZ^T M)^T``.
+      its kernel gradient ``(dZ^T M)^T``;
+    * MGCN: the users' modality views ``R [H^1 .. H^K]``, forward and backward.
 
     Everything else a step does (gathers, the losses, HSIC, the edge masker, Adam) is above it.
     """
@@ -70,6 +72,12 @@ def step_floor(data, model: str, extra: list[str], repeats: int = 5) -> dict[str
         x = tf.constant(rng.normal(size=(data.num_users + data.num_items, width)).astype(np.float32))
         product = tf.function(lambda e: graph.matmul(e)[:1])
         parts["sparse propagation"] = 2 * config.n_layers * timed(product, x)
+    name = backbone if model in DENOISED_MODELS else model
+    if name == "mgcn":  # the users' modality views R H^k, all modalities in one product
+        adjacency = graph_lib.normalized_adjacency(data.num_users, data.num_items, data.train)
+        block = CSRGraph(adjacency[:data.num_users, data.num_users:], symmetric=False)
+        x = tf.constant(rng.normal(size=(data.num_items, d * len(data.features))).astype(np.float32))
+        parts["user-item block"] = 2 * timed(tf.function(lambda e: block.matmul(e)[:1]), x)
     if all_items:
         forward = tf.function(lambda m, w: tf.matmul(m, w)[:1])
         kernel_gradient = tf.function(lambda m, dz: tf.transpose(tf.matmul(dz, m, transpose_a=True)))
