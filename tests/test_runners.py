@@ -256,7 +256,7 @@ def test_benchmark_search_study_marks_the_best_validation_run(tmp_path):
 
 
 def test_benchmark_speed_study_pairs_fast_and_straightforward(tmp_path):
-    only = "vlightgcn,vlightgcn straightforward,ibmrec"
+    only = "vlightgcn,vlightgcn straightforward,ibmrec,mgcn"
     proc = run("benchmark", "--study=speed", "--speed_epochs=2", "--dataset=synthetic",
                "--n_layers=1", f"--bench_dir={tmp_path}", f"--only={only}")
     payload = json.loads((tmp_path / "speed.json").read_text())
@@ -275,6 +275,7 @@ def test_benchmark_speed_study_pairs_fast_and_straightforward(tmp_path):
                                               "image kernel gradient", "text projection",
                                               "text kernel gradient"}
     assert set(floors["vlightgcn"]["parts"]) == {"sparse propagation"}  # batch rows only
+    assert set(floors["mgcn"]["parts"]) == set(floors["ibmrec"]["parts"]) | {"user-item block"}
     assert "image projection" in floors["vlightgcn straightforward"]["parts"]
     floor = floors["ibmrec"]
     epoch_floor = sum(floor["parts"].values()) * floor["steps_per_epoch"]

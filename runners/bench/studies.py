@@ -22,7 +22,7 @@ LARGE_MODELS = (("lightgcn", ["--model=lightgcn"]), ("vlattice", ["--model=vlatt
                 ("ibmrec(freedom)", ["--model=ibmrec", "--backbone=freedom"]),
                 ("mrdib(freedom)", ["--model=mrdib", "--backbone=freedom"]))
 #: the backbones the denoisers plug into, and the denoiser combinations of the plugins study
-PLUGIN_BACKBONES = ("vbpr", "vlightgcn", "lattice", "vlattice", "freedom")
+PLUGIN_BACKBONES = ("vbpr", "vlightgcn", "lattice", "vlattice", "freedom", "mgcn")
 PLUGINS = (("ibmrec", "ibmrec"), ("mrdib", "mrdib"), ("ibmrec+mrdib", "ibmrec_mrdib"))
 
 
@@ -83,7 +83,8 @@ def study_runs(study: str) -> list[tuple[str, list[str]]]:
         if study == "speed":
             return [(f"{m}{' straightforward' if plain else ''}",
                      [f"--model={m}", *epochs] + (["--straightforward"] if plain else []))
-                    for m in ("lightgcn", "vlightgcn", "vlattice", "ibmrec") for plain in (False, True)]
+                    for m in ("lightgcn", "vlightgcn", "vlattice", "ibmrec", "mgcn")
+                    for plain in (False, True)]
         if study == "growth":
             return growth_runs(growth_data_dir(), epochs, FLAGS.growth_scale)
         if study == "large":
