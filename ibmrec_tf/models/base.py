@@ -145,8 +145,11 @@ class Recommender(keras.Model):
         terms.per_triplet("bpr", losses.bpr_on_rows(out.users, out.items, pos_rows, neg_rows,
                                                     batch_size=batch_size), loss=True)
         terms.per_triplet("reg", self.config.reg_weight * losses.l2_loss(
-            [out.user_ego, tf.gather(out.item_ego, pos_rows),
-             tf.gather(out.item_ego, neg_rows)], batch_size), loss=True)
+            self.regularized_rows(out, pos_rows, neg_rows), batch_size), loss=True)
+
+    def regularized_rows(self, out: "ForwardResult", pos_rows, neg_rows) -> list:
+        """What the L2 term reads: the share's users' and items' ego embeddings."""
+        return [out.user_ego, tf.gather(out.item_ego, pos_rows), tf.gather(out.item_ego, neg_rows)]
 
     def new_optimizer(self, learning_rate: float, variables,
                       kind: str = "adam") -> keras.optimizers.Optimizer:

@@ -51,14 +51,13 @@ from __future__ import annotations
 import dataclasses
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from ibmrec_tf import graph as graph_lib
 from ibmrec_tf import losses
 from ibmrec_tf.data import Dataset
 from ibmrec_tf.layers import CSRGraph, NeighborGraph, NeighborTable, symmetric_normalize
-from ibmrec_tf.models.base import ForwardResult, ModelConfig, Terms, node_rows
+from ibmrec_tf.models.base import ForwardResult, ModelConfig, node_rows
 from ibmrec_tf.models.item_graph import KnnItemGraph
 from ibmrec_tf.models.multimodal import ForwardInputs, MultimodalRecommender
 
@@ -214,14 +213,9 @@ class MGCN(MultimodalRecommender):
         return self.fuse(tf.gather(out.content_all, items + self.num_users), views)
 
     # -- the losses -----------------------------------------------------------------------------
-    def add_bpr_terms(self, terms: Terms, out, pos_rows, neg_rows) -> None:
-        """BPR, and the L2 term on the share's final representations (the public code's)."""
-        batch_size = terms.share.batch_size
-        terms.per_triplet("bpr", losses.bpr_on_rows(out.users, out.items, pos_rows, neg_rows,
-                                                    batch_size=batch_size), loss=True)
-        terms.per_triplet("reg", self.config.reg_weight * losses.l2_loss(
-            [out.users, tf.gather(out.items, pos_rows), tf.gather(out.items, neg_rows)],
-            batch_size), loss=True)
+    def regularized_rows(self, out, pos_rows, neg_rows) -> list:
+        """The L2 term reads the share's final representations (the public code's)."""
+        return [out.users, tf.gather(out.items, pos_rows), tf.gather(out.items, neg_rows)]
 
     def add_own_terms(self, terms, out, pos_rows, neg_rows, batch=None) -> None:
         """``mgcn_cl_weight * (InfoNCE over the batch's positives + over its users)``, each
